@@ -134,7 +134,9 @@ pub struct SearchRequest {
     /// User scope, payload conditions and time range; `Filter::default()` = the whole index.
     pub filter: Filter,
     pub tiers: TierSelection,
-    /// HNSW search breadth; `None` = the collection's default. Raised to `k` when smaller.
+    /// Search breadth; `None` = the collection's default. Raised to `k` when smaller. HNSW
+    /// tiers: the candidate list of the graph walk. Cold tier: how many candidates of the
+    /// quantised scan are re-ranked with full-precision vectors (default `k × cold_rerank_factor`).
     pub ef: Option<usize>,
 }
 

@@ -59,12 +59,12 @@ pub(crate) fn decode_meta(path: &Path, bytes: &[u8]) -> Result<MemoryMeta> {
     Ok(MemoryMeta { id, user, payload, text, created_at_ms, last_accessed_ms, importance })
 }
 
-struct Reader<'a> {
+struct Reader<'a, 'p> {
     b: &'a [u8],
-    path: &'a Path,
+    path: &'p Path,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'a, '_> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.b.len() < n {
             return Err(IndexError::corrupt(self.path, "row metadata truncated"));
@@ -118,14 +118,14 @@ mod tests {
     }
 }
 
-/// Reads just (user, created_at) of a row, without parsing the payload.
-pub(crate) fn decode_attrs(path: &Path, bytes: &[u8]) -> Result<(String, i64)> {
+/// Reads just (id bytes, user, created_at) of a row, without parsing the payload.
+pub(crate) fn decode_attrs<'a>(path: &Path, bytes: &'a [u8]) -> Result<(&'a [u8], String, i64)> {
     let mut r = Reader { b: bytes, path };
     let id_len = u32::from_le_bytes(r.array()?) as usize;
-    r.take(id_len)?;
+    let id = r.take(id_len)?;
     let user = r.string()?;
     let created = i64::from_le_bytes(r.array()?);
-    Ok((user, created))
+    Ok((id, user, created))
 }
 
 /// Tombstone file: magic, count, rows (u32 each), crc32 of everything before it.

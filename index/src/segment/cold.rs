@@ -27,6 +27,14 @@ use crate::filter::Filter;
 use crate::topk::TopK;
 use crate::types::{Memory, MemoryMeta, Metric};
 
+fn id_hash(id: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    // In-memory only (never persisted), so std's hasher is stable enough.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(id);
+    h.finish()
+}
+
 /// Rows per positioned read of the code section during a scan.
 const SCAN_ROWS: usize = 4096;
 
@@ -44,6 +52,10 @@ pub(crate) struct ColdSegment {
     user_ids: HashMap<String, u32>,
     row_user: Vec<u32>,
     row_created: Vec<i64>,
+    /// Sorted hashes of the row ids, with their rows: finds a row by id without keeping the
+    /// ids in memory (a hash match is confirmed by reading the id from disk).
+    id_hashes: Vec<u64>,
+    id_rows: Vec<u32>,
     pub dead: DeadSet,
     dist: DistanceFn,
 }
@@ -152,14 +164,18 @@ impl ColdSegment {
         let mut user_ids: HashMap<String, u32> = HashMap::new();
         let mut row_user = Vec::with_capacity(info.rows);
         let mut row_created = Vec::with_capacity(info.rows);
-        for w in meta_offsets.windows(2) {
-            let (user, created) = decode_attrs(path, &meta_bytes[w[0] as usize..w[1] as usize])?;
+        let mut by_hash: Vec<(u64, u32)> = Vec::with_capacity(info.rows);
+        for (row, w) in meta_offsets.windows(2).enumerate() {
+            let (id, user, created) = decode_attrs(path, &meta_bytes[w[0] as usize..w[1] as usize])?;
+            by_hash.push((id_hash(id), row as u32));
             let next = user_ids.len() as u32;
             let uid = *user_ids.entry(user).or_insert(next);
             row_user.push(uid);
             row_created.push(created);
         }
         drop(meta_bytes);
+        by_hash.sort_unstable();
+        let (id_hashes, id_rows) = by_hash.into_iter().unzip();
         let dead = DeadSet::from_rows(super::load_dead(path, info.rows)?);
         Ok(ColdSegment {
             id,
@@ -176,6 +192,8 @@ impl ColdSegment {
             user_ids,
             row_user,
             row_created,
+            id_hashes,
+            id_rows,
             dead,
         })
     }
@@ -213,19 +231,20 @@ impl ColdSegment {
         Ok(Memory { meta: self.meta(row)?, vector: self.vector(row)? })
     }
 
-    /// Ids of all rows, in row order (for rebuilding the location map at open).
-    pub fn ids(&self) -> Result<Vec<String>> {
-        let mut buf = vec![0u8; self.meta.len as usize];
-        self.file.read_exact_at(&mut buf, self.meta.offset).map_err(|e| self.io(e))?;
-        self.meta_offsets
-            .windows(2)
-            .map(|w| {
-                let b = &buf[w[0] as usize..w[1] as usize];
-                let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                String::from_utf8(b[4..4 + n].to_vec())
-                    .map_err(|_| IndexError::corrupt(&self.path, "row id is not UTF-8"))
-            })
-            .collect()
+    /// The live row holding `id`, if any.
+    pub fn find_live(&self, id: &str) -> Result<Option<u32>> {
+        let h = id_hash(id.as_bytes());
+        let start = self.id_hashes.partition_point(|&x| x < h);
+        for i in start..self.id_hashes.len() {
+            if self.id_hashes[i] != h {
+                break;
+            }
+            let row = self.id_rows[i];
+            if !self.dead.contains(row) && self.meta(row)?.id == id {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
     }
 
     fn attrs_match(&self, filter: &Filter, user: Option<u32>, row: u32) -> bool {
@@ -270,13 +289,14 @@ impl ColdSegment {
         super::warm::remove_if_exists(&self.path)
     }
 
-    /// Up to `k` nearest live rows matching `filter` (distance, row, meta), nearest first.
+    /// Up to `k` nearest live rows matching `filter` (distance, row, meta), nearest first;
+    /// `candidates` rows are re-ranked with their full-precision vectors.
     pub fn search(
         &self,
         q: &[f32],
         k: usize,
         filter: &Filter,
-        rerank_factor: usize,
+        candidates: usize,
         exact_threshold: usize,
     ) -> Result<Vec<(f32, u32, Arc<MemoryMeta>)>> {
         let dead = self.dead.snapshot();
@@ -292,7 +312,7 @@ impl ColdSegment {
         });
         let mut top = TopK::new(k);
         match &user_rows {
-            Some(rows) if rows.len() <= exact_threshold.max(k * rerank_factor) => {
+            Some(rows) if rows.len() <= exact_threshold.max(candidates) => {
                 for &r in rows {
                     if !dead.contains(r) && self.full_match(filter, user, r)? {
                         top.push(self.dist.distance(q, &self.vector(r)?), r);
@@ -300,7 +320,7 @@ impl ColdSegment {
                 }
             }
             _ => {
-                let approx = self.approximate(q, k * rerank_factor, &|r| {
+                let approx = self.approximate(q, candidates, &|r| {
                     Ok(!dead.contains(r) && self.full_match(filter, user, r)?)
                 })?;
                 for r in approx {

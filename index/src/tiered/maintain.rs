@@ -272,10 +272,19 @@ impl TieredIndex {
         };
         let mut moved = 0;
         for &(old, new) in &mapping {
+            let id = &kept[new as usize].0.id;
+            // Cold rows are not in the location map: their liveness is their tombstone bit.
             let live_here = !source_dead(&st, old)
-                && st.locations.get(&kept[new as usize].0.id) == Some(&source.loc(old));
+                && (matches!(source, Source::Cold(_)) || st.locations.get(id) == Some(&source.loc(old)));
             if live_here {
-                st.locations.insert(kept[new as usize].0.id.clone(), new_loc(new));
+                match new_loc(new) {
+                    loc @ Loc::Warm { .. } => {
+                        st.locations.insert(id.clone(), loc);
+                    }
+                    _ => {
+                        st.locations.remove(id);
+                    }
+                }
                 moved += 1;
             } else {
                 match &built {
@@ -322,7 +331,7 @@ impl TieredIndex {
         {
             let st = self.state.read();
             for id in ids {
-                if let Some(Loc::Cold { segment, row }) = st.locations.get(&id).copied() {
+                if let Some(Loc::Cold { segment, row }) = st.locate(&id)? {
                     if let Some(s) = st.cold_segment(segment) {
                         let mut m = s.memory(row)?;
                         m.meta.last_accessed_ms = m.meta.last_accessed_ms.max(now_ms);

@@ -61,6 +61,8 @@ pub(crate) struct State {
     pub sealing_watermark: u64,
     pub warm: Vec<Arc<WarmSegment>>,
     pub cold: Vec<Arc<ColdSegment>>,
+    /// id → live row, for the hot and warm tiers. Cold rows are not here (that would keep
+    /// every cold id resident); cold segments find their rows by id hash ([`State::locate`]).
     pub locations: HashMap<String, Loc>,
     pub next_generation: u64,
     pub next_segment: u64,
@@ -101,6 +103,27 @@ impl State {
                     s.dead.insert(row);
                 }
             }
+        }
+    }
+
+    /// Finds a memory's live row in any tier.
+    pub(crate) fn locate(&self, id: &str) -> Result<Option<Loc>> {
+        if let Some(&loc) = self.locations.get(id) {
+            return Ok(Some(loc));
+        }
+        for s in self.cold.iter().rev() {
+            if let Some(row) = s.find_live(id)? {
+                return Ok(Some(Loc::Cold { segment: s.id, row }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes a memory from the location map (or finds its cold row), returning where it was.
+    fn take(&mut self, id: &str) -> Result<Option<Loc>> {
+        match self.locations.remove(id) {
+            Some(loc) => Ok(Some(loc)),
+            None => self.locate(id),
         }
     }
 
@@ -169,17 +192,28 @@ impl TieredIndex {
 
     /// Which tier a memory currently lives in.
     pub fn tier_of(&self, id: &str) -> Option<Tier> {
-        self.state.read().locations.get(id).map(|l| match l {
+        let loc = self.state.read().locate(id).ok().flatten()?;
+        Some(match loc {
             Loc::Hot { .. } => Tier::Hot,
             Loc::Warm { .. } => Tier::Warm,
             Loc::Cold { .. } => Tier::Cold,
         })
     }
 
-    fn write_rows(&self, items: Vec<(Arc<MemoryMeta>, Arc<[f32]>)>) {
+    fn write_rows(&self, items: Vec<(Arc<MemoryMeta>, Arc<[f32]>)>) -> Result<()> {
         let _w = self.writer.lock();
         let (hot, rows) = {
             let mut st = self.state.write();
+            // Find every previous version first: a disk error here must not leave half a batch.
+            let mut previous = Vec::new();
+            for (meta, _) in &items {
+                if !st.locations.contains_key(&meta.id) {
+                    if let Some(loc) = st.locate(&meta.id)? {
+                        previous.push(loc);
+                    }
+                }
+            }
+            previous.into_iter().for_each(|loc| st.kill(loc));
             let hot = st.hot.clone();
             let mut rows = Vec::with_capacity(items.len());
             for (meta, vector) in items {
@@ -196,17 +230,18 @@ impl TieredIndex {
         // Linking into the graph runs outside the state lock, so searches are not blocked;
         // `writer` is still held, so a seal cannot freeze this tier half-linked.
         hot.link(&rows);
+        Ok(())
     }
 
     /// Delete by id, with the writer lock held.
-    fn delete_locked(&self, st: &mut State, id: &str) -> bool {
-        match st.locations.remove(id) {
+    fn delete_locked(&self, st: &mut State, id: &str) -> Result<bool> {
+        match st.take(id)? {
             Some(loc) => {
                 st.kill(loc);
                 self.promote_queue.lock().remove(id);
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 }
@@ -225,14 +260,13 @@ impl VectorIndex for TieredIndex {
                 (Arc::new(m.meta), v)
             })
             .collect();
-        self.write_rows(items);
-        Ok(())
+        self.write_rows(items)
     }
 
     fn delete(&self, id: &str) -> Result<bool> {
         let _w = self.writer.lock();
         let mut st = self.state.write();
-        Ok(self.delete_locked(&mut st, id))
+        self.delete_locked(&mut st, id)
     }
 
     fn delete_by_filter(&self, filter: &Filter) -> Result<usize> {
@@ -258,12 +292,16 @@ impl VectorIndex for TieredIndex {
             }
         }
         let mut st = self.state.write();
-        Ok(ids.iter().filter(|id| self.delete_locked(&mut st, id)).count())
+        let mut n = 0;
+        for id in &ids {
+            n += usize::from(self.delete_locked(&mut st, id)?);
+        }
+        Ok(n)
     }
 
     fn get(&self, id: &str) -> Result<Option<Memory>> {
         let st = self.state.read();
-        let Some(&loc) = st.locations.get(id) else { return Ok(None) };
+        let Some(loc) = st.locate(id)? else { return Ok(None) };
         Ok(match loc {
             Loc::Hot { generation, row } => st
                 .hot_tier(generation)
@@ -306,7 +344,9 @@ impl VectorIndex for TieredIndex {
             || (req.tiers == crate::types::TierSelection::Auto && distinct < k);
         if want_cold {
             for s in &cold {
-                let hits = s.search(&q, k, filter, self.config.cold_rerank_factor, threshold)?;
+                // For the cold tier, the breadth is the number of candidates re-ranked exactly.
+                let candidates = req.ef.unwrap_or(k * self.config.cold_rerank_factor).max(k);
+                let hits = s.search(&q, k, filter, candidates, threshold)?;
                 found.extend(hits.into_iter().map(|(d, _, m)| (d, m, Tier::Cold)));
             }
         }
@@ -325,6 +365,7 @@ impl VectorIndex for TieredIndex {
     }
 
     fn len(&self) -> usize {
-        self.state.read().locations.len()
+        let st = self.state.read();
+        st.locations.len() + st.cold.iter().map(|s| s.live_count()).sum::<usize>()
     }
 }

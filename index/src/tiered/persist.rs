@@ -140,31 +140,26 @@ impl TieredIndex {
         }
     }
 
-    /// Rebuilds id → row from the segments' live rows. A live id found in two segments (not
-    /// expected: tombstones are saved before the manifest) keeps its warm, newest copy.
+    /// Rebuilds id → row for the warm segments' live rows. An id live in two places (not
+    /// expected: tombstones are saved before the manifest) keeps its newest warm copy.
     fn rebuild_locations(&self) -> Result<()> {
         let mut st = self.state.write();
         let mut locations: HashMap<String, Loc> = HashMap::new();
         let mut dup = 0usize;
-        for s in &st.cold {
-            let dead = s.dead.snapshot();
-            for (row, id) in s.ids()?.into_iter().enumerate() {
-                let row = row as u32;
-                if !dead.contains(row) {
-                    if let Some(old) = locations.insert(id, Loc::Cold { segment: s.id, row }) {
-                        st.kill(old);
-                        dup += 1;
-                    }
-                }
-            }
-        }
         for s in &st.warm {
             let dead = s.dead.snapshot();
             for (row, m) in s.metas().iter().enumerate() {
                 let row = row as u32;
-                if !dead.contains(row) {
-                    if let Some(old) = locations.insert(m.id.clone(), Loc::Warm { segment: s.id, row }) {
-                        st.kill(old);
+                if dead.contains(row) {
+                    continue;
+                }
+                if let Some(old) = locations.insert(m.id.clone(), Loc::Warm { segment: s.id, row }) {
+                    st.kill(old);
+                    dup += 1;
+                }
+                for c in &st.cold {
+                    if let Some(r) = c.find_live(&m.id)? {
+                        c.dead.insert(r);
                         dup += 1;
                     }
                 }

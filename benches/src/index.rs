@@ -1,0 +1,363 @@
+//! `engram-bench index`: recall and single-thread QPS of each tier on an ANN dataset.
+//!
+//! 1. Build: every base vector goes into the hot tier (hnsw_rs, `--build-threads` threads).
+//! 2. Hot: search every query once per ef, one thread, best of `--repeats` timings.
+//! 3. Seal the hot tier into a warm segment; a *fresh process* (`engram-bench reopen`) opens
+//!    the index from disk — a restart — timing the open, then searches the warm tier.
+//! 4. Move the warm segment to cold; a fresh process opens it and measures resident memory
+//!    before and after searching the cold tier.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use engram_index::dataset::Dataset;
+use engram_index::{
+    IndexConfig, Memory, Metric, SearchRequest, Tier, TierSelection, TieredIndex, VectorIndex,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::rss;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Args, Debug, Clone)]
+pub struct IndexArgs {
+    /// Dataset directory (base.fvecs, query.fvecs, groundtruth.ivecs), e.g.
+    /// ../shared/datasets/glove-6b-50-angular
+    #[arg(long)]
+    pub dataset: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Comma-separated search breadths.
+    #[arg(long, default_value = "10,16,20,32,40,64,80,128,200,256", value_delimiter = ',')]
+    pub ef: Vec<usize>,
+    /// Tiers to measure.
+    #[arg(long, default_value = "hot,warm,cold", value_delimiter = ',')]
+    pub tiers: Vec<String>,
+    /// Cold tier breadths: candidates of the int8 scan re-ranked exactly.
+    #[arg(long, default_value = "20,40,80,160", value_delimiter = ',')]
+    pub cold_ef: Vec<usize>,
+    /// Use only the first N queries (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub queries: usize,
+    /// Time each ef this many times and keep the best (as the peers script does).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Threads for the build (search is always one thread). 0 = all cores.
+    #[arg(long, default_value_t = 0)]
+    pub build_threads: usize,
+    /// Where to build the index (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the per-ef results as a JSON list to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReopenArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub dataset: PathBuf,
+    #[arg(long)]
+    pub tier: String,
+    #[arg(long)]
+    pub k: usize,
+    #[arg(long, value_delimiter = ',')]
+    pub ef: Vec<usize>,
+    #[arg(long, value_delimiter = ',')]
+    pub cold_ef: Vec<usize>,
+    #[arg(long)]
+    pub queries: usize,
+    #[arg(long)]
+    pub repeats: usize,
+}
+
+/// One measured point: the JSON row format of `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub engine: String,
+    pub tier: String,
+    /// Search breadth: HNSW ef (hot, warm); candidates re-ranked exactly (cold).
+    pub ef: usize,
+    pub recall_at_k: f64,
+    pub qps: f64,
+    pub build_seconds: f64,
+    pub k: usize,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub dataset: String,
+    pub vectors: usize,
+    /// Seconds to open the index from disk in a fresh process (warm, cold).
+    pub open_seconds: Option<f64>,
+    /// Resident memory of the measuring process after the searches.
+    pub rss_bytes: u64,
+    /// Cold: resident memory added by opening and searching the cold tier.
+    pub tier_resident_bytes: Option<u64>,
+    /// Size of the raw f32 vectors (n × dim × 4).
+    pub raw_vector_bytes: u64,
+}
+
+/// What the `reopen` child prints (one JSON line on stdout).
+#[derive(Debug, Serialize, Deserialize)]
+struct ReopenReport {
+    open_seconds: f64,
+    rss_before_open: rss::Rss,
+    rss_after_open: rss::Rss,
+    rss_after_search: rss::Rss,
+    /// (ef, recall, qps)
+    points: Vec<(usize, f64, f64)>,
+}
+
+pub fn run(args: IndexArgs) -> Result<(), BoxError> {
+    let data = Dataset::load(&args.dataset)?;
+    let nq = query_count(&data, args.queries);
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().join("index")
+        }
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    eprintln!(
+        "dataset {}: {} vectors × {} dims, {} queries, k={}, M={}, efConstruction={}",
+        data.name, data.base.len(), data.dim, nq, args.k, args.m, args.ef_construction
+    );
+    let mut config = IndexConfig::new(data.dim, Metric::Cosine);
+    config.hnsw.m = args.m;
+    config.hnsw.ef_construction = args.ef_construction;
+    config.policy.hot_max_memories = data.base.len() + 1;
+    config.policy.promote_on_recall = false;
+    let index = Arc::new(TieredIndex::create(&dir, config)?);
+
+    let threads = if args.build_threads == 0 { num_cpus() } else { args.build_threads };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let rss_before_build = rss::now();
+    let build_seconds = pool.install(|| build(&index, &data))?;
+    let rss_after_build = rss::now();
+    eprintln!(
+        "build: {build_seconds:.1} s with {threads} threads; resident +{:.0} MiB",
+        rss::mib(rss_after_build.total_bytes.saturating_sub(rss_before_build.total_bytes))
+    );
+
+    let raw = (data.base.len() * data.dim * 4) as u64;
+    let row = |tier: &str, ef: usize, recall: f64, qps: f64| Row {
+        engine: "engram".into(),
+        tier: tier.into(),
+        ef,
+        recall_at_k: recall,
+        qps,
+        build_seconds,
+        k: args.k,
+        m: args.m,
+        ef_construction: args.ef_construction,
+        dataset: data.name.clone(),
+        vectors: data.base.len(),
+        open_seconds: None,
+        rss_bytes: rss::now().total_bytes,
+        tier_resident_bytes: None,
+        raw_vector_bytes: raw,
+    };
+    let mut rows = Vec::new();
+    let wants = |t: &str| args.tiers.iter().any(|x| x == t);
+    if wants("hot") {
+        for &ef in &args.ef {
+            let (recall, qps) = measure(&index, &data, nq, args.k, ef, Tier::Hot, args.repeats)?;
+            rows.push(row("hot", ef, recall, qps));
+            print_row(rows.last().unwrap_or_else(|| unreachable!()));
+        }
+    }
+    if wants("warm") || wants("cold") {
+        let t = Instant::now();
+        let sealed = index.seal_hot()?;
+        eprintln!("seal: {sealed} memories into a warm segment in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    drop(index);
+    let child = |tier: &str| -> Result<ReopenReport, BoxError> {
+        let out = Command::new(std::env::current_exe()?)
+            .arg("reopen")
+            .args(["--dir", &dir.to_string_lossy(), "--dataset", &args.dataset.to_string_lossy()])
+            .args(["--tier", tier, "--k", &args.k.to_string(), "--ef", &join(&args.ef)])
+            .args(["--cold-ef", &join(&args.cold_ef), "--queries", &nq.to_string()])
+            .args(["--repeats", &args.repeats.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("reopen --tier {tier} failed: {}", out.status).into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    if wants("warm") {
+        let rep = child("warm")?;
+        eprintln!(
+            "warm: reopened in a fresh process in {:.3} s (no rebuild); resident after open {:.0} MiB",
+            rep.open_seconds,
+            rss::mib(rep.rss_after_open.total_bytes)
+        );
+        for (ef, recall, qps) in rep.points {
+            let mut r = row("warm", ef, recall, qps);
+            r.open_seconds = Some(rep.open_seconds);
+            r.rss_bytes = rep.rss_after_search.total_bytes;
+            rows.push(r);
+            print_row(rows.last().unwrap_or_else(|| unreachable!()));
+        }
+    }
+    if wants("cold") {
+        let index = TieredIndex::open(&dir)?;
+        let t = Instant::now();
+        index.demote_all_warm()?;
+        eprintln!("demote: warm → cold in {:.1} s", t.elapsed().as_secs_f64());
+        drop(index);
+        let rep = child("cold")?;
+        let resident = rep.rss_after_search.total_bytes.saturating_sub(rep.rss_before_open.total_bytes);
+        eprintln!(
+            "cold: opened in {:.3} s; resident for the cold tier {:.1} MiB = {:.1}% of the raw f32 vectors ({:.1} MiB)",
+            rep.open_seconds,
+            rss::mib(resident),
+            100.0 * resident as f64 / raw as f64,
+            rss::mib(raw)
+        );
+        for (ef, recall, qps) in rep.points {
+            let mut r = row("cold", ef, recall, qps);
+            r.open_seconds = Some(rep.open_seconds);
+            r.rss_bytes = rep.rss_after_search.total_bytes;
+            r.tier_resident_bytes = Some(resident);
+            rows.push(r);
+            print_row(rows.last().unwrap_or_else(|| unreachable!()));
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The `reopen` child: open the index from disk, then measure one tier.
+pub fn reopen(args: ReopenArgs) -> Result<(), BoxError> {
+    let data = Dataset::load(&args.dataset)?;
+    let before = rss::now();
+    let t = Instant::now();
+    let index = TieredIndex::open(&args.dir)?;
+    let open_seconds = t.elapsed().as_secs_f64();
+    let after_open = rss::now();
+    let mut points = Vec::new();
+    let nq = query_count(&data, args.queries);
+    match args.tier.as_str() {
+        "warm" => {
+            // Fault the mapped pages in once, as a serving node would have them.
+            let widest = args.ef.iter().max().copied().unwrap_or(64);
+            measure(&index, &data, nq, args.k, widest, Tier::Warm, 1)?;
+            for &ef in &args.ef {
+                let (r, q) = measure(&index, &data, nq, args.k, ef, Tier::Warm, args.repeats)?;
+                points.push((ef, r, q));
+            }
+        }
+        "cold" => {
+            for &ef in &args.cold_ef {
+                let (r, q) = measure(&index, &data, nq, args.k, ef, Tier::Cold, args.repeats)?;
+                points.push((ef, r, q));
+            }
+        }
+        other => return Err(format!("unknown tier {other}").into()),
+    }
+    let report = ReopenReport {
+        open_seconds,
+        rss_before_open: before,
+        rss_after_open: after_open,
+        rss_after_search: rss::now(),
+        points,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn build(index: &TieredIndex, data: &Dataset) -> Result<f64, BoxError> {
+    let bar = ProgressBar::new(data.base.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("build {bar:40} {pos}/{len} vectors  {per_sec}  eta {eta}")?,
+    );
+    let t = Instant::now();
+    const BATCH: usize = 5_000;
+    for (b, chunk) in data.base.chunks(BATCH).enumerate() {
+        let batch: Vec<Memory> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let row = b * BATCH + i;
+                Memory::new(row.to_string(), format!("u{}", row % 100), v.clone(), row as i64)
+            })
+            .collect();
+        index.upsert_batch(batch)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Recall@k and single-thread QPS of one tier at one setting (best of `repeats` timings).
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    index: &TieredIndex,
+    data: &Dataset,
+    nq: usize,
+    k: usize,
+    ef: usize,
+    tier: Tier,
+    repeats: usize,
+) -> Result<(f64, f64), BoxError> {
+    let requests: Vec<SearchRequest> = data.queries[..nq]
+        .iter()
+        .map(|q| SearchRequest::new(q.clone(), k).with_tiers(TierSelection::only(tier)).with_ef(ef))
+        .collect();
+    let mut best = f64::INFINITY;
+    let mut found: Vec<Vec<u32>> = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let mut results = Vec::with_capacity(nq);
+        let t = Instant::now();
+        for req in &requests {
+            results.push(index.search(req)?);
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+        found = results
+            .iter()
+            .map(|hits| hits.iter().filter_map(|h| h.id().parse::<u32>().ok()).collect())
+            .collect();
+    }
+    let recall = found.iter().enumerate().map(|(q, f)| data.recall(q, f, k)).sum::<f64>() / nq as f64;
+    Ok((recall, nq as f64 / best))
+}
+
+fn print_row(r: &Row) {
+    println!("{:<5} ef={:<5} recall@{}={:.4}  qps={:>8.0}", r.tier, r.ef, r.k, r.recall_at_k, r.qps);
+}
+
+fn query_count(data: &Dataset, limit: usize) -> usize {
+    if limit == 0 {
+        data.queries.len()
+    } else {
+        limit.min(data.queries.len())
+    }
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+

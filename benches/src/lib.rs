@@ -1,0 +1,35 @@
+//! Engram's benchmarks.
+//!
+//! - `engram-bench index`: builds a [`TieredIndex`](engram_index::TieredIndex) from an ANN
+//!   dataset and reports, per `ef` and per tier, recall@k against the ground truth and
+//!   single-thread QPS, plus build / seal / reopen times and resident memory ([`index`]).
+//!   `benches/peers/peers.py` runs hnswlib and FAISS on the same data for a side-by-side
+//!   ratio; `benches/compare-index.sh` runs both back to back.
+
+pub mod index;
+pub mod rss;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "engram-bench", version, about = "Engram benchmarks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an index from a dataset; report recall@k and single-thread QPS per ef and tier.
+    Index(index::IndexArgs),
+    /// (internal) Reopen a built index in a fresh process and measure it.
+    #[command(hide = true)]
+    Reopen(index::ReopenArgs),
+}
+
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match cli.command {
+        Command::Index(args) => index::run(args),
+        Command::Reopen(args) => index::reopen(args),
+    }
+}
