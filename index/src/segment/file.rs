@@ -197,6 +197,23 @@ pub(crate) fn read_table(
         }
         sections.push(s);
     }
+    // Sections must not overlap, and every byte between them is zero padding: together with
+    // the CRCs this means no byte of the file can change unnoticed.
+    let mut spans: Vec<(u64, u64)> = sections.iter().map(|s| (s.offset, s.offset + s.len)).collect();
+    spans.sort_unstable();
+    let mut pos = HEADER_LEN as u64;
+    for (start, end) in spans.into_iter().chain(std::iter::once((table_offset, table_offset))) {
+        if start < pos {
+            return Err(corrupt("sections overlap".into()));
+        }
+        if start > pos {
+            let gap = read(pos, (start - pos) as usize).map_err(|e| IndexError::io(path, e))?;
+            if gap.iter().any(|&b| b != 0) {
+                return Err(corrupt(format!("non-zero padding at byte {pos}")));
+            }
+        }
+        pos = end;
+    }
     Ok(sections)
 }
 
