@@ -48,6 +48,9 @@ pub struct IndexArgs {
     /// Use only the first N queries (0 = all).
     #[arg(long, default_value_t = 0)]
     pub queries: usize,
+    /// The cold tier scans its codes per query: measure it on the first N queries only.
+    #[arg(long, default_value_t = 500)]
+    pub cold_queries: usize,
     /// Time each ef this many times and keep the best (as the peers script does).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -191,7 +194,8 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
             .arg("reopen")
             .args(["--dir", &dir.to_string_lossy(), "--dataset", &args.dataset.to_string_lossy()])
             .args(["--tier", tier, "--k", &args.k.to_string(), "--ef", &join(&args.ef)])
-            .args(["--cold-ef", &join(&args.cold_ef), "--queries", &nq.to_string()])
+            .args(["--cold-ef", &join(&args.cold_ef)])
+            .args(["--queries", &(if tier == "cold" { nq.min(args.cold_queries.max(1)) } else { nq }).to_string()])
             .args(["--repeats", &args.repeats.to_string()])
             .stderr(std::process::Stdio::inherit())
             .output()?;

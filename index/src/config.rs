@@ -24,6 +24,17 @@ impl Default for HnswParams {
     }
 }
 
+/// Which graph implementation the hot tier uses (see ADR 0003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HotEngine {
+    /// Engram's own HNSW (flat per-node lists, per-list locks). The default.
+    #[default]
+    Native,
+    /// The hnsw_rs crate.
+    HnswRs,
+}
+
 /// How memories age through the tiers (run by [`crate::TieredIndex::maintain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -89,6 +100,8 @@ pub struct IndexConfig {
     #[serde(default)]
     pub hnsw: HnswParams,
     #[serde(default)]
+    pub hot_engine: HotEngine,
+    #[serde(default)]
     pub policy: TierPolicy,
     #[serde(default)]
     pub limits: Limits,
@@ -115,6 +128,7 @@ impl IndexConfig {
             dimension,
             metric,
             hnsw: HnswParams::default(),
+            hot_engine: HotEngine::default(),
             policy: TierPolicy::default(),
             limits: Limits::default(),
             exact_scan_threshold: default_exact_scan_threshold(),

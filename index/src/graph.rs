@@ -282,13 +282,14 @@ impl<'a> FlatGraph<'a> {
 }
 
 /// Per-thread visited marks, reset in O(1) by bumping an epoch.
-struct Visited {
+#[derive(Default)]
+pub(crate) struct Visited {
     marks: Vec<u16>,
     epoch: u16,
 }
 
 impl Visited {
-    fn reset(&mut self, n: usize) {
+    pub(crate) fn reset(&mut self, n: usize) {
         if self.marks.len() < n {
             self.marks.resize(n, 0);
         }
@@ -301,7 +302,7 @@ impl Visited {
 
     /// Marks a node; returns true if it was not yet visited.
     #[inline(always)]
-    fn mark(&mut self, i: u32) -> bool {
+    pub(crate) fn mark(&mut self, i: u32) -> bool {
         let m = &mut self.marks[i as usize];
         if *m == self.epoch {
             false

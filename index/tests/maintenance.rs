@@ -1,7 +1,6 @@
 //! The aging policy: hot → warm by size and age, warm → cold by age and cap, compaction of
 //! tombstone-heavy segments, promotion of recalled cold memories, and the background worker.
 
-#[path = "common.rs"]
 mod common;
 
 use std::sync::Arc;

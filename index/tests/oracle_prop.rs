@@ -2,7 +2,7 @@
 //! restarts, with searches in between, leave the tiered index equal to the exact oracle.
 
 use engram_index::{
-    BruteForce, Filter, IndexConfig, Memory, Metric, Op, SearchRequest, TierSelection, TieredIndex,
+    BruteForce, Filter, HotEngine, IndexConfig, Memory, Metric, Op, SearchRequest, TierSelection, TieredIndex,
     VectorIndex,
 };
 use proptest::prelude::*;
@@ -55,11 +55,12 @@ fn filter(choice: u8) -> Filter {
     }
 }
 
-fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
+fn run(actions: Vec<Action>, engine: HotEngine) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let mut config = IndexConfig::new(DIM, Metric::Cosine);
     config.exact_scan_threshold = 0; // always walk the graphs
+    config.hot_engine = engine;
     config.hnsw.ef_search = 64;
     config.policy.promote_on_recall = false;
     config.policy.compact_dead_fraction = 0.2;
@@ -137,6 +138,11 @@ proptest! {
 
     #[test]
     fn tiered_index_behaves_like_the_oracle(actions in prop::collection::vec(action(), 1..80)) {
-        run(actions)?;
+        run(actions, HotEngine::Native)?;
+    }
+
+    #[test]
+    fn tiered_index_on_hnsw_rs_behaves_like_the_oracle(actions in prop::collection::vec(action(), 1..60)) {
+        run(actions, HotEngine::HnswRs)?;
     }
 }

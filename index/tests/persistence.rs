@@ -1,6 +1,5 @@
 //! Restart and crash behaviour of a tiered index directory.
 
-#[path = "common.rs"]
 mod common;
 
 use common::{memory, Rng};

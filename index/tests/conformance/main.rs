@@ -2,7 +2,7 @@
 //! exact-scan shortcut, warm, cold, all three mixed) must behave like the exact brute-force
 //! oracle. Each test runs against every subject.
 
-#[path = "../common.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::{check_search, filters, memory, Kind, Rng, Subject, KINDS};

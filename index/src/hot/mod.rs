@@ -1,57 +1,34 @@
-//! The hot tier: recent memories in a mutable in-memory HNSW graph (hnsw_rs).
+//! The hot tier: recent memories in a mutable in-memory HNSW graph.
 //!
-//! hnsw_rs gives concurrent insert and search behind `&self`, but no delete or update: a
-//! replaced or deleted row stays in the graph and is masked by the tier's [`DeadSet`] during
-//! the walk. Rows are numbered densely from 0 in insertion order; the row number is the
-//! hnsw_rs data id. When the tier is sealed, its graph is exported ([`HotTier::export_graph`])
-//! and written as a warm segment, so the graph is built once, never rebuilt on restart.
+//! Two graph engines, chosen per collection ([`HotEngine`]): Engram's native HNSW (default)
+//! and hnsw_rs. Neither deletes: a replaced or deleted row stays in the graph and is masked by
+//! the tier's [`DeadSet`] during the walk. Rows are numbered densely from 0 in insertion order.
+//! When the tier is sealed, its graph is exported ([`HotTier::export_graph`]) and written as a
+//! warm segment, so a graph is built once and never rebuilt on restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use hnsw_rs::anndists::dist::Distance;
-use hnsw_rs::hnsw::Hnsw;
 use parking_lot::RwLock;
 
-use crate::config::IndexConfig;
+use crate::config::{HotEngine, IndexConfig};
 use crate::deadset::DeadSet;
 use crate::distance::DistanceFn;
 use crate::filter::Filter;
 use crate::graph::GraphExport;
 use crate::topk::{Cand, TopK};
-use crate::types::{activity, MemoryMeta, Metric};
+use crate::types::{activity, MemoryMeta};
 
-/// hnsw_rs's max_layer must be 16 for its own dump format; we never use that format, but keep
-/// the library's default shape.
-const MAX_LAYER: usize = 16;
+mod hnswrs;
+mod native;
 
-/// Our distance kernels behind hnsw_rs's `Distance` trait (never hnsw_rs's own `DistDot`,
-/// which asserts on rounding noise).
-#[derive(Clone, Copy)]
-struct HnswDistance(DistanceFn);
+use hnswrs::HnswRsGraph;
+use native::NativeGraph;
 
-impl Distance<f32> for HnswDistance {
-    /// hnsw_rs requires distances ≥ 0 (it negates them internally and asserts the sign), so
-    /// each metric's distance goes through an order-preserving map onto [0, ∞):
-    /// cosine clamps rounding noise below 0; dot maps −dot through a strictly increasing,
-    /// positive function; L2 (squared) is already ≥ 0. Results are re-scored with the exact
-    /// distance before they leave the tier.
-    #[inline]
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let d = self.0.distance(a, b);
-        match self.0.metric() {
-            Metric::Cosine | Metric::L2 => d.max(0.0),
-            // d = −dot: d ≤ 0 → 1/(1−d) ∈ (0, 1]; d > 0 → 1 + d.
-            Metric::Dot => {
-                if d <= 0.0 {
-                    1.0 / (1.0 - d)
-                } else {
-                    1.0 + d
-                }
-            }
-        }
-    }
+enum Engine {
+    Native(NativeGraph),
+    HnswRs(HnswRsGraph),
 }
 
 pub(crate) struct HotRow {
@@ -64,7 +41,7 @@ pub(crate) struct HotTier {
     pub generation: u64,
     dist: DistanceFn,
     m: usize,
-    graph: Hnsw<'static, f32, HnswDistance>,
+    engine: Engine,
     rows: RwLock<Vec<HotRow>>,
     by_user: RwLock<HashMap<String, Vec<u32>>>,
     pub dead: DeadSet,
@@ -74,18 +51,16 @@ pub(crate) struct HotTier {
 impl HotTier {
     pub fn new(config: &IndexConfig, generation: u64, capacity_hint: usize) -> Self {
         let dist = DistanceFn::new(config.metric);
-        let graph = Hnsw::new(
-            config.hnsw.m,
-            capacity_hint.max(1024),
-            MAX_LAYER,
-            config.hnsw.ef_construction,
-            HnswDistance(dist),
-        );
+        let (m, efc) = (config.hnsw.m, config.hnsw.ef_construction);
+        let engine = match config.hot_engine {
+            HotEngine::Native => Engine::Native(NativeGraph::new(dist, m, efc, capacity_hint)),
+            HotEngine::HnswRs => Engine::HnswRs(HnswRsGraph::new(dist, m, efc, capacity_hint)),
+        };
         HotTier {
             generation,
             dist,
             m: config.hnsw.m,
-            graph,
+            engine,
             rows: RwLock::new(Vec::new()),
             by_user: RwLock::new(HashMap::new()),
             dead: DeadSet::default(),
@@ -100,9 +75,12 @@ impl HotTier {
         let user = meta.user.clone();
         let row = {
             let mut rows = self.rows.write();
-            rows.push(HotRow { meta, vector });
+            rows.push(HotRow { meta, vector: vector.clone() });
             (rows.len() - 1) as u32
         };
+        if let Engine::Native(g) = &self.engine {
+            g.append(row, vector);
+        }
         self.by_user.write().entry(user).or_default().push(row);
         self.oldest_activity_ms.fetch_min(act, Ordering::Relaxed);
         row
@@ -110,16 +88,15 @@ impl HotTier {
 
     /// Links appended rows into the graph; many rows are linked in parallel (rayon).
     pub fn link(&self, rows: &[u32]) {
-        let vectors: Vec<(u32, Arc<[f32]>)> = {
-            let all = self.rows.read();
-            rows.iter().map(|&r| (r, all[r as usize].vector.clone())).collect()
-        };
-        if vectors.len() == 1 {
-            self.graph.insert_slice((&vectors[0].1, vectors[0].0 as usize));
-        } else {
-            let batch: Vec<(&[f32], usize)> =
-                vectors.iter().map(|(r, v)| (&v[..], *r as usize)).collect();
-            self.graph.parallel_insert_slice(&batch);
+        match &self.engine {
+            Engine::Native(g) => g.link(rows),
+            Engine::HnswRs(g) => {
+                let items: Vec<(u32, Arc<[f32]>)> = {
+                    let all = self.rows.read();
+                    rows.iter().map(|&r| (r, all[r as usize].vector.clone())).collect()
+                };
+                g.link(&items);
+            }
         }
     }
 
@@ -183,22 +160,19 @@ impl HotTier {
             }
             _ if n <= exact_threshold => exact(&mut (0..n as u32)),
             _ => {
-                // Rows appended after we took the read lock are not in `rows`; hnsw_rs may
-                // already return them, so bound-check before touching `rows`.
-                let graph_hits = if filter.is_empty() && dead.count() == 0 {
-                    self.graph.search(q, k, ef)
-                } else {
-                    let f = |id: &usize| *id < n && accept(*id as u32);
-                    self.graph.search_filter(q, k, ef, Some(&f))
+                // Rows appended after we took the read lock are not in `rows`: the engines
+                // are told to ignore rows >= n.
+                let unfiltered = filter.is_empty() && dead.count() == 0;
+                let mut hits: Vec<Cand> = match &self.engine {
+                    Engine::Native(g) => g.search(q, ef, n, &accept),
+                    Engine::HnswRs(g) => {
+                        let found = g.search(q, k, ef, n, &accept, unfiltered);
+                        let mut c = hnswrs::rescored(&self.dist, q, &found, |r| rows[r as usize].vector.clone());
+                        c.sort_unstable();
+                        c
+                    }
                 };
-                let hits: Vec<Cand> = graph_hits
-                    .into_iter()
-                    .filter(|h| h.d_id < n && accept(h.d_id as u32))
-                    .map(|h| {
-                        let r = h.d_id as u32;
-                        Cand { dist: self.dist.distance(q, &rows[r as usize].vector), row: r }
-                    })
-                    .collect();
+                hits.truncate(k);
                 if hits.len() < k {
                     // Too few passed the filter in the walk: answer exactly from the matches.
                     match &user_rows {
@@ -217,38 +191,10 @@ impl HotTier {
     /// Must be called once writes to this tier have stopped.
     pub fn export_graph(&self) -> GraphExport {
         let n = self.row_count();
-        let mut neighbors = vec![Vec::new(); n];
-        let points = self.graph.get_point_indexation();
-        let mut entry = 0u32;
-        let top = points.get_max_level_observed() as usize;
-        for p in points {
-            let row = p.get_origin_id();
-            if row >= n {
-                continue;
-            }
-            let level = p.get_point_id().0 as usize;
-            if level == top {
-                entry = row as u32;
-            }
-            let hood = p.get_neighborhood_id();
-            neighbors[row] = hood
-                .into_iter()
-                .take(level + 1)
-                .map(|layer| {
-                    layer
-                        .into_iter()
-                        .map(|nb| nb.d_id as u32)
-                        .filter(|&x| (x as usize) < n && x as usize != row)
-                        .collect()
-                })
-                .collect();
+        match &self.engine {
+            Engine::Native(g) => g.export(n),
+            Engine::HnswRs(g) => g.export(n),
         }
-        for layers in &mut neighbors {
-            if layers.is_empty() {
-                layers.push(Vec::new());
-            }
-        }
-        GraphExport { neighbors, entry }
     }
 
     pub fn m(&self) -> usize {

@@ -45,6 +45,8 @@ pub enum Kind {
     HotGraph,
     /// Hot tier with the default exact-scan threshold.
     Hot,
+    /// Hot tier on the hnsw_rs engine, graph walk forced.
+    HotHnswRs,
     /// Everything sealed into warm segments, graph walk forced.
     WarmGraph,
     /// Everything moved to cold segments.
@@ -53,7 +55,8 @@ pub enum Kind {
     Mixed,
 }
 
-pub const KINDS: [Kind; 6] = [Kind::Oracle, Kind::HotGraph, Kind::Hot, Kind::WarmGraph, Kind::Cold, Kind::Mixed];
+pub const KINDS: [Kind; 7] =
+    [Kind::Oracle, Kind::HotGraph, Kind::Hot, Kind::HotHnswRs, Kind::WarmGraph, Kind::Cold, Kind::Mixed];
 
 pub struct Subject {
     pub kind: Kind,
@@ -69,8 +72,11 @@ impl Subject {
         let mut config = IndexConfig::new(dim, metric);
         config.hnsw.ef_search = 400;
         config.policy.promote_on_recall = false;
-        if matches!(kind, Kind::HotGraph | Kind::WarmGraph | Kind::Mixed) {
+        if matches!(kind, Kind::HotGraph | Kind::HotHnswRs | Kind::WarmGraph | Kind::Mixed) {
             config.exact_scan_threshold = 0;
+        }
+        if kind == Kind::HotHnswRs {
+            config.hot_engine = engram_index::HotEngine::HnswRs;
         }
         let (index, tiered): (Arc<dyn VectorIndex>, Option<Arc<TieredIndex>>) = match kind {
             Kind::Oracle => (Arc::new(BruteForce::new(config).expect("config")), None),
@@ -96,7 +102,7 @@ impl Subject {
             t.demote_all_warm().expect("demote");
         };
         match self.kind {
-            Kind::Oracle | Kind::Hot | Kind::HotGraph => {}
+            Kind::Oracle | Kind::Hot | Kind::HotGraph | Kind::HotHnswRs => {}
             Kind::WarmGraph => {
                 t.seal_hot().expect("seal");
             }
