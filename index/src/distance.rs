@@ -18,6 +18,7 @@ type Kernel = fn(&[f32], &[f32]) -> f32;
 struct Kernels {
     dot: Kernel,
     l2sq: Kernel,
+    avx2: bool,
 }
 
 fn kernels() -> &'static Kernels {
@@ -26,10 +27,10 @@ fn kernels() -> &'static Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernels { dot: avx2::dot, l2sq: avx2::l2sq };
+                return Kernels { dot: avx2::dot, l2sq: avx2::l2sq, avx2: true };
             }
         }
-        Kernels { dot: portable::dot, l2sq: portable::l2sq }
+        Kernels { dot: portable::dot, l2sq: portable::l2sq, avx2: false }
     })
 }
 
@@ -153,8 +154,14 @@ mod portable {
     }
 }
 
+/// Whether the AVX2 + FMA kernels are in use (callers may then use [`avx2`] directly inside
+/// their own `#[target_feature(enable = "avx2,fma")]` functions, so the kernels inline).
+pub(crate) fn has_avx2() -> bool {
+    kernels().avx2
+}
+
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -178,8 +185,11 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc0 = _mm256_setzero_ps();
@@ -206,8 +216,11 @@ mod avx2 {
         sum
     }
 
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc0 = _mm256_setzero_ps();

@@ -16,6 +16,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::distance::DistanceFn;
+use crate::types::Metric;
 use crate::topk::Cand;
 
 /// The adjacency of an HNSW graph over rows `0..n`, independent of any library.
@@ -171,44 +172,87 @@ impl<'a> FlatGraph<'a> {
         }
     }
 
+    /// Hints the CPU to load node `i`'s vector (every cache line of it).
     #[inline(always)]
     fn prefetch(&self, i: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let s = i as usize * self.dim;
-            if s < self.vectors.len() {
-                // SAFETY: prefetch is a hint; the address is inside `vectors`.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    let p = self.vectors.as_ptr().add(s) as *const i8;
-                    _mm_prefetch(p, _MM_HINT_T0);
-                    _mm_prefetch(p.add(64), _MM_HINT_T0);
-                }
-            }
-        }
+        let s = i as usize * self.dim;
+        prefetch_range(self.vectors.get(s..s + self.dim));
+    }
+
+    /// Hints the CPU to load node `i`'s layer-0 link list.
+    #[inline(always)]
+    fn prefetch_links(&self, i: u32) {
+        let s = i as usize * (self.m0 + 1);
+        prefetch_range(self.l0.get(s..s + self.m0 + 1));
     }
 
     /// Best-first search: up to `ef` accepted nodes nearest to `q`, nearest first.
     /// `accept` decides which nodes may be returned (tombstones, filters); rejected nodes are
     /// still walked through, so the graph stays connected under any filter.
+    ///
+    /// On AVX2 + FMA machines the whole walk is compiled with those features and the distance
+    /// kernel inlined into it; elsewhere it calls the portable kernel.
     pub fn search(
         &self,
         dist: &DistanceFn,
         q: &[f32],
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: impl Fn(u32) -> bool,
     ) -> Vec<Cand> {
-        let n = self.len();
-        if n == 0 || ef == 0 {
+        if self.len() == 0 || ef == 0 {
             return Vec::new();
         }
+        let mut visited = VISITED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        visited.reset(self.len());
+        #[cfg(target_arch = "x86_64")]
+        let found = if crate::distance::has_avx2() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { self.search_avx2(dist.metric(), q, ef, &accept, &mut visited) }
+        } else {
+            self.walk(&Portable(dist), q, ef, &accept, &mut visited)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let found = self.walk(&Portable(dist), q, ef, &accept, &mut visited);
+        VISITED.with(|c| *c.borrow_mut() = visited);
+        found
+    }
+
+    /// The walk compiled with AVX2 + FMA, the metric's kernel inlined into it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn search_avx2(
+        &self,
+        metric: Metric,
+        q: &[f32],
+        ef: usize,
+        accept: &impl Fn(u32) -> bool,
+        visited: &mut Visited,
+    ) -> Vec<Cand> {
+        match metric {
+            Metric::Cosine => self.walk(&avx2k::Cosine, q, ef, accept, visited),
+            Metric::Dot => self.walk(&avx2k::Dot, q, ef, accept, visited),
+            Metric::L2 => self.walk(&avx2k::L2, q, ef, accept, visited),
+        }
+    }
+
+    #[inline(always)]
+    fn walk<K: Kernel>(
+        &self,
+        kernel: &K,
+        q: &[f32],
+        ef: usize,
+        accept: &impl Fn(u32) -> bool,
+        visited: &mut Visited,
+    ) -> Vec<Cand> {
+        // SAFETY: kernels only need the CPU features their constructor checked.
+        let dist = |a: &[f32], b: &[f32]| unsafe { kernel.d(a, b) };
         let mut ep = self.entry;
-        let mut d_ep = dist.distance(q, self.vector(ep));
+        let mut d_ep = dist(q, self.vector(ep));
         for level in (1..=self.max_level as usize).rev() {
             loop {
                 let mut changed = false;
                 for &nb in self.links(ep, level) {
-                    let d = dist.distance(q, self.vector(nb));
+                    let d = dist(q, self.vector(nb));
                     if d < d_ep {
                         d_ep = d;
                         ep = nb;
@@ -220,24 +264,6 @@ impl<'a> FlatGraph<'a> {
                 }
             }
         }
-        VISITED.with(|cell| {
-            let mut visited = cell.borrow_mut();
-            visited.reset(n);
-            self.search_layer0(dist, q, ef, accept, ep, d_ep, &mut visited)
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn search_layer0(
-        &self,
-        dist: &DistanceFn,
-        q: &[f32],
-        ef: usize,
-        accept: &dyn Fn(u32) -> bool,
-        ep: u32,
-        d_ep: f32,
-        visited: &mut Visited,
-    ) -> Vec<Cand> {
         let mut candidates: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 4);
         let mut results: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
         visited.mark(ep);
@@ -251,6 +277,9 @@ impl<'a> FlatGraph<'a> {
             if cur.dist > bound && results.len() >= ef {
                 break;
             }
+            if let Some(Reverse(next)) = candidates.peek() {
+                self.prefetch_links(next.row);
+            }
             let links = self.links(cur.row, 0);
             if let Some(&first) = links.first() {
                 self.prefetch(first);
@@ -262,7 +291,7 @@ impl<'a> FlatGraph<'a> {
                 if !visited.mark(nb) {
                     continue;
                 }
-                let d = dist.distance(q, self.vector(nb));
+                let d = dist(q, self.vector(nb));
                 if results.len() < ef || d < bound {
                     candidates.push(Reverse(Cand { dist: d, row: nb }));
                     if accept(nb) {
@@ -278,6 +307,72 @@ impl<'a> FlatGraph<'a> {
             }
         }
         results.into_sorted_vec()
+    }
+
+}
+
+#[inline(always)]
+fn prefetch_range<T>(slice: Option<&[T]>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = slice {
+        let bytes = std::mem::size_of_val(s);
+        let p = s.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch is only a hint, and the address is inside the slice.
+            unsafe { std::arch::x86_64::_mm_prefetch(p.add(off), std::arch::x86_64::_MM_HINT_T0) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slice;
+}
+
+/// A distance kernel the walk is generic over, so it can be inlined.
+trait Kernel {
+    /// # Safety
+    /// The CPU must have the features the kernel was selected for.
+    unsafe fn d(&self, a: &[f32], b: &[f32]) -> f32;
+}
+
+/// Any metric through its resolved function pointers (no special CPU features).
+struct Portable<'a>(&'a DistanceFn);
+
+impl Kernel for Portable<'_> {
+    #[inline(always)]
+    unsafe fn d(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.0.distance(a, b)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2k {
+    use crate::distance::avx2::{dot_impl, l2sq_impl};
+
+    pub struct Cosine;
+    pub struct Dot;
+    pub struct L2;
+
+    impl super::Kernel for Cosine {
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn d(&self, a: &[f32], b: &[f32]) -> f32 {
+            1.0 - dot_impl(a, b)
+        }
+    }
+    impl super::Kernel for Dot {
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn d(&self, a: &[f32], b: &[f32]) -> f32 {
+            -dot_impl(a, b)
+        }
+    }
+    impl super::Kernel for L2 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn d(&self, a: &[f32], b: &[f32]) -> f32 {
+            l2sq_impl(a, b)
+        }
     }
 }
 

@@ -228,9 +228,9 @@ impl WarmSegment {
             _ if n <= exact_threshold => exact(&mut (0..n as u32)),
             _ => {
                 let mut hits = if filter.is_empty() && dead.count() == 0 {
-                    g.search(&self.dist, q, ef, &|_| true)
+                    g.search(&self.dist, q, ef, |_| true)
                 } else {
-                    g.search(&self.dist, q, ef, &accept)
+                    g.search(&self.dist, q, ef, accept)
                 };
                 if hits.len() < k {
                     match posting {
