@@ -16,6 +16,7 @@ use clap::Args;
 use engram_index::dataset::Dataset;
 use engram_index::{
     IndexConfig, Memory, Metric, SearchRequest, Tier, TierSelection, TieredIndex, VectorIndex,
+    WarmResidency,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,10 @@ pub struct IndexArgs {
     /// Tiers to measure.
     #[arg(long, default_value = "hot,warm,cold", value_delimiter = ',')]
     pub tiers: Vec<String>,
+    /// Warm segment residencies to measure (each in its own fresh process): `resident`
+    /// (copied into huge-page memory at open) and/or `mapped` (served from the page cache).
+    #[arg(long, default_value = "resident,mapped", value_delimiter = ',')]
+    pub warm_residency: Vec<String>,
     /// Cold tier breadths: candidates of the int8 scan re-ranked exactly.
     #[arg(long, default_value = "20,40,80,160", value_delimiter = ',')]
     pub cold_ef: Vec<usize>,
@@ -73,6 +78,8 @@ pub struct ReopenArgs {
     pub dataset: PathBuf,
     #[arg(long)]
     pub tier: String,
+    #[arg(long, default_value = "resident")]
+    pub warm_residency: String,
     #[arg(long)]
     pub k: usize,
     #[arg(long, value_delimiter = ',')]
@@ -189,14 +196,14 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         eprintln!("seal: {sealed} memories into a warm segment in {:.1} s", t.elapsed().as_secs_f64());
     }
     drop(index);
-    let child = |tier: &str| -> Result<ReopenReport, BoxError> {
+    let child = |tier: &str, residency: &str| -> Result<ReopenReport, BoxError> {
         let out = Command::new(std::env::current_exe()?)
             .arg("reopen")
             .args(["--dir", &dir.to_string_lossy(), "--dataset", &args.dataset.to_string_lossy()])
             .args(["--tier", tier, "--k", &args.k.to_string(), "--ef", &join(&args.ef)])
             .args(["--cold-ef", &join(&args.cold_ef)])
             .args(["--queries", &(if tier == "cold" { nq.min(args.cold_queries.max(1)) } else { nq }).to_string()])
-            .args(["--repeats", &args.repeats.to_string()])
+            .args(["--repeats", &args.repeats.to_string(), "--warm-residency", residency])
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !out.status.success() {
@@ -205,18 +212,21 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         Ok(serde_json::from_slice(&out.stdout)?)
     };
     if wants("warm") {
-        let rep = child("warm")?;
-        eprintln!(
-            "warm: reopened in a fresh process in {:.3} s (no rebuild); resident after open {:.0} MiB",
-            rep.open_seconds,
-            rss::mib(rep.rss_after_open.total_bytes)
-        );
-        for (ef, recall, qps) in rep.points {
-            let mut r = row("warm", ef, recall, qps);
-            r.open_seconds = Some(rep.open_seconds);
-            r.rss_bytes = rep.rss_after_search.total_bytes;
-            rows.push(r);
-            print_row(rows.last().unwrap_or_else(|| unreachable!()));
+        for residency in &args.warm_residency {
+            let rep = child("warm", residency)?;
+            let label = if residency == "resident" { "warm".to_string() } else { format!("warm-{residency}") };
+            eprintln!(
+                "{label}: reopened in a fresh process in {:.3} s (no rebuild); resident after open {:.0} MiB",
+                rep.open_seconds,
+                rss::mib(rep.rss_after_open.total_bytes)
+            );
+            for (ef, recall, qps) in rep.points {
+                let mut r = row(&label, ef, recall, qps);
+                r.open_seconds = Some(rep.open_seconds);
+                r.rss_bytes = rep.rss_after_search.total_bytes;
+                rows.push(r);
+                print_row(rows.last().unwrap_or_else(|| unreachable!()));
+            }
         }
     }
     if wants("cold") {
@@ -225,7 +235,7 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         index.demote_all_warm()?;
         eprintln!("demote: warm → cold in {:.1} s", t.elapsed().as_secs_f64());
         drop(index);
-        let rep = child("cold")?;
+        let rep = child("cold", "mapped")?;
         let resident = rep.rss_after_search.total_bytes.saturating_sub(rep.rss_before_open.total_bytes);
         eprintln!(
             "cold: opened in {:.3} s; resident for the cold tier {:.1} MiB = {:.1}% of the raw f32 vectors ({:.1} MiB)",
@@ -254,8 +264,13 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
 pub fn reopen(args: ReopenArgs) -> Result<(), BoxError> {
     let data = Dataset::load(&args.dataset)?;
     let before = rss::now();
+    let residency = match args.warm_residency.as_str() {
+        "resident" => WarmResidency::Resident,
+        "mapped" => WarmResidency::Mapped,
+        other => return Err(format!("unknown warm residency {other:?}").into()),
+    };
     let t = Instant::now();
-    let index = TieredIndex::open(&args.dir)?;
+    let index = TieredIndex::open_with(&args.dir, |c| c.warm_residency = residency)?;
     let open_seconds = t.elapsed().as_secs_f64();
     let after_open = rss::now();
     let mut points = Vec::new();
@@ -346,7 +361,7 @@ fn measure(
 }
 
 fn print_row(r: &Row) {
-    println!("{:<5} ef={:<5} recall@{}={:.4}  qps={:>8.0}", r.tier, r.ef, r.k, r.recall_at_k, r.qps);
+    println!("{:<11} ef={:<5} recall@{}={:.4}  qps={:>8.0}", r.tier, r.ef, r.k, r.recall_at_k, r.qps);
 }
 
 fn query_count(data: &Dataset, limit: usize) -> usize {

@@ -35,6 +35,18 @@ pub enum HotEngine {
     HnswRs,
 }
 
+/// How a warm segment's vectors and graph are held after open (see ADR 0003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmResidency {
+    /// Memory-mapped from the file: pages come and go with the page cache; least memory.
+    Mapped,
+    /// Copied into anonymous (transparent-huge-page) memory at open: fastest search, the
+    /// segment's size counts as resident memory. The default.
+    #[default]
+    Resident,
+}
+
 /// How memories age through the tiers (run by [`crate::TieredIndex::maintain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -102,6 +114,8 @@ pub struct IndexConfig {
     #[serde(default)]
     pub hot_engine: HotEngine,
     #[serde(default)]
+    pub warm_residency: WarmResidency,
+    #[serde(default)]
     pub policy: TierPolicy,
     #[serde(default)]
     pub limits: Limits,
@@ -129,6 +143,7 @@ impl IndexConfig {
             metric,
             hnsw: HnswParams::default(),
             hot_engine: HotEngine::default(),
+            warm_residency: WarmResidency::default(),
             policy: TierPolicy::default(),
             limits: Limits::default(),
             exact_scan_threshold: default_exact_scan_threshold(),

@@ -3,7 +3,9 @@
 //! Built once from the hot tier's graph (hnsw_rs builds it; [`GraphExport`] is its adjacency),
 //! then laid out as plain arrays that can live in a memory-mapped file:
 //! - `levels[i]`: the top layer of node `i`;
-//! - `l0`: layer 0, a fixed stride of `m0 + 1` u32 per node (`[count, n_1 .. n_m0]`);
+//! - layer 0 and the vectors, interleaved per node (as hnswlib does): a fixed stride of
+//!   `m0 + 1 + dim` words, `[count, n_1 .. n_m0, v_1 .. v_dim]` (u32 links, f32 vector), so
+//!   the links of a node are next to the vector whose distance was computed when it was found;
 //! - `upper_index[i]`: where node `i`'s upper layers start in `upper` (`u32::MAX` if none);
 //! - `upper`: per node with level `L ≥ 1`, `L` blocks of `m + 1` u32 (`[count, n_1 .. n_m]`).
 //!
@@ -90,13 +92,15 @@ impl FlatArrays {
 #[derive(Clone, Copy)]
 pub(crate) struct FlatGraph<'a> {
     pub dim: usize,
-    pub vectors: &'a [f32],
     pub m0: usize,
     pub m: usize,
     pub entry: u32,
     pub max_level: u8,
     pub levels: &'a [u8],
-    pub l0: &'a [u32],
+    /// Layer 0 + vectors, interleaved (see the module docs), as words...
+    pub nodes_u32: &'a [u32],
+    /// ... and the same memory viewed as f32 (for the vectors).
+    pub nodes_f32: &'a [f32],
     pub upper_index: &'a [u32],
     pub upper: &'a [u32],
 }
@@ -110,11 +114,11 @@ impl<'a> FlatGraph<'a> {
     /// that a search can never index out of bounds on a (corrupt) file. Returns the problem.
     pub fn check(&self) -> Result<(), String> {
         let n = self.len();
-        if self.vectors.len() != n * self.dim {
-            return Err(format!("{} floats for {n} vectors of dim {}", self.vectors.len(), self.dim));
+        if self.nodes_u32.len() != n * self.stride() || self.nodes_f32.len() != self.nodes_u32.len() {
+            return Err(format!("{} words for {n} nodes of stride {}", self.nodes_u32.len(), self.stride()));
         }
-        if self.l0.len() != n * (self.m0 + 1) || self.upper_index.len() != n {
-            return Err("layer-0 or upper index size does not match the node count".into());
+        if self.upper_index.len() != n {
+            return Err("upper index size does not match the node count".into());
         }
         if n > 0 && self.entry as usize >= n {
             return Err(format!("entry point {} out of range", self.entry));
@@ -124,7 +128,7 @@ impl<'a> FlatGraph<'a> {
         }
         let bad_link = |links: &[u32]| links.iter().any(|&x| x as usize >= n);
         for i in 0..n {
-            let slot = &self.l0[i * (self.m0 + 1)..(i + 1) * (self.m0 + 1)];
+            let slot = &self.nodes_u32[i * self.stride()..i * self.stride() + self.m0 + 1];
             if slot[0] as usize > self.m0 || bad_link(&slot[1..=slot[0] as usize]) {
                 return Err(format!("node {i}: bad layer-0 links"));
             }
@@ -153,18 +157,24 @@ impl<'a> FlatGraph<'a> {
         Ok(())
     }
 
+    /// Words per node in the interleaved layer-0 array.
     #[inline(always)]
-    fn vector(&self, i: u32) -> &'a [f32] {
-        let s = i as usize * self.dim;
-        &self.vectors[s..s + self.dim]
+    pub fn stride(&self) -> usize {
+        self.m0 + 1 + self.dim
+    }
+
+    #[inline(always)]
+    pub fn vector(&self, i: u32) -> &'a [f32] {
+        let s = i as usize * self.stride() + self.m0 + 1;
+        &self.nodes_f32[s..s + self.dim]
     }
 
     #[inline(always)]
     fn links(&self, i: u32, level: usize) -> &'a [u32] {
         if level == 0 {
-            let s = i as usize * (self.m0 + 1);
-            let cnt = self.l0[s] as usize;
-            &self.l0[s + 1..s + 1 + cnt]
+            let s = i as usize * self.stride();
+            let cnt = self.nodes_u32[s] as usize;
+            &self.nodes_u32[s + 1..s + 1 + cnt]
         } else {
             let s = self.upper_index[i as usize] as usize + (level - 1) * (self.m + 1);
             let cnt = self.upper[s] as usize;
@@ -175,15 +185,15 @@ impl<'a> FlatGraph<'a> {
     /// Hints the CPU to load node `i`'s vector (every cache line of it).
     #[inline(always)]
     fn prefetch(&self, i: u32) {
-        let s = i as usize * self.dim;
-        prefetch_range(self.vectors.get(s..s + self.dim));
+        let s = i as usize * self.stride() + self.m0 + 1;
+        prefetch_range(self.nodes_f32.get(s..s + self.dim));
     }
 
     /// Hints the CPU to load node `i`'s layer-0 link list.
     #[inline(always)]
     fn prefetch_links(&self, i: u32) {
-        let s = i as usize * (self.m0 + 1);
-        prefetch_range(self.l0.get(s..s + self.m0 + 1));
+        let s = i as usize * self.stride();
+        prefetch_range(self.nodes_u32.get(s..s + self.m0 + 1));
     }
 
     /// Best-first search: up to `ef` accepted nodes nearest to `q`, nearest first.

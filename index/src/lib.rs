@@ -31,7 +31,7 @@ mod segment;
 mod topk;
 
 pub use collections::Collections;
-pub use config::{HnswParams, HotEngine, IndexConfig, Limits, TierPolicy};
+pub use config::{HnswParams, HotEngine, IndexConfig, Limits, TierPolicy, WarmResidency};
 pub use error::{IndexError, Result};
 pub use filter::{Condition, Filter, Op};
 pub use oracle::BruteForce;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{IndexError, Result};
 
 const MAGIC: &[u8; 8] = b"ENGRMSEG";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 32;
 const ENTRY_LEN: usize = 32;
 pub(crate) const ALIGN: u64 = 64;
@@ -31,7 +31,8 @@ pub(crate) mod tag {
     pub const INFO: u32 = 1;
     pub const VECTORS: u32 = 2;
     pub const LEVELS: u32 = 3;
-    pub const LINKS0: u32 = 4;
+    /// Warm: layer-0 links and vectors interleaved per node.
+    pub const NODES0: u32 = 4;
     pub const UPPER_INDEX: u32 = 5;
     pub const UPPER: u32 = 6;
     pub const META: u32 = 7;

@@ -63,6 +63,12 @@ impl TieredIndex {
     /// Opens an existing index: maps its warm segments, opens its cold segments, loads their
     /// tombstones and rebuilds the location map. Nothing is re-indexed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, |_| {})
+    }
+
+    /// Opens an existing index, first adjusting its run-time settings (search breadth, warm
+    /// residency, limits, policy...). The dimension and metric cannot change.
+    pub fn open_with(dir: impl AsRef<Path>, tweak: impl FnOnce(&mut IndexConfig)) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let mpath = dir.join(MANIFEST);
         let bytes = std::fs::read(&mpath).map_err(|e| IndexError::io(&mpath, e))?;
@@ -70,6 +76,12 @@ impl TieredIndex {
             .map_err(|e| IndexError::corrupt(&mpath, format!("manifest: {e}")))?;
         if m.format != FORMAT {
             return Err(IndexError::corrupt(&mpath, format!("manifest format {}", m.format)));
+        }
+        let mut m = m;
+        let (dimension, metric) = (m.config.dimension, m.config.metric);
+        tweak(&mut m.config);
+        if (m.config.dimension, m.config.metric) != (dimension, metric) {
+            return Err(IndexError::InvalidConfig("dimension and metric are fixed at creation".into()));
         }
         m.config.validate()?;
         let warm = m
