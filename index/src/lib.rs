@@ -2,16 +2,17 @@
 //!
 //! - [`VectorIndex`]: the contract (upsert / delete / get / filtered top-k search), with
 //!   [`BruteForce`], the exact oracle every other implementation is tested against.
-//! - [`TieredIndex`]: recent memories in a **hot** in-memory HNSW (hnsw_rs); sealed **warm**
-//!   segments (immutable, memory-mapped HNSW files that reopen without a rebuild); **cold**
+//! - [`TieredIndex`]: recent memories in a **hot** in-memory HNSW (Engram's native graph, or
+//!   hnsw_rs); sealed **warm** segments (immutable HNSW files, loaded or memory-mapped, that
+//!   reopen without a rebuild); **cold**
 //!   segments (int8-quantised, on disk, scanned on demand and re-ranked exactly). Aging between
 //!   them runs in [`TieredIndex::maintain`] / [`MaintenanceWorker`].
 //! - [`Collections`]: a shard's collections by name.
 //! - [`Filter`]: user scope, payload conditions, created-at range.
 //! - [`distance`]: metric conventions and SIMD kernels.
 //!
-//! Nothing outside this crate sees hnsw_rs: it is one implementation detail of the hot tier
-//! (see `docs/adr/0003-hnsw-engine.md`).
+//! Nothing outside this crate sees hnsw_rs: it is one of the two hot-tier engines
+//! ([`HotEngine`]); see `docs/adr/0003-hnsw-engine.md` for the measurements behind the default.
 
 pub mod collections;
 pub mod config;
