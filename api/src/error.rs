@@ -60,7 +60,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), metadata: HashMap::new() }
+        Self {
+            code,
+            message: message.into(),
+            metadata: HashMap::new(),
+        }
     }
 
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -74,7 +78,11 @@ impl ApiError {
         if let Ok(detail) = crate::v1::ErrorDetail::decode(status.details()) {
             if let Ok(code) = ErrorCode::try_from(detail.code) {
                 if code != ErrorCode::Unspecified {
-                    return Self { code, message: detail.message, metadata: detail.metadata };
+                    return Self {
+                        code,
+                        message: detail.message,
+                        metadata: detail.metadata,
+                    };
                 }
             }
         }
@@ -122,8 +130,11 @@ mod tests {
 
     #[test]
     fn status_round_trip_keeps_code_message_and_metadata() {
-        let err = ApiError::new(ErrorCode::DimensionMismatch, "vector has 3 dims, collection has 50")
-            .with("field", "vector");
+        let err = ApiError::new(
+            ErrorCode::DimensionMismatch,
+            "vector has 3 dims, collection has 50",
+        )
+        .with("field", "vector");
         let status: tonic::Status = err.clone().into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(ApiError::from_status(&status), err);

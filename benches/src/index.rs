@@ -38,7 +38,11 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = 10)]
     pub k: usize,
     /// Comma-separated search breadths.
-    #[arg(long, default_value = "10,16,20,32,40,64,80,128,200,256", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "10,16,20,32,40,64,80,128,200,256",
+        value_delimiter = ','
+    )]
     pub ef: Vec<usize>,
     /// Tiers to measure.
     #[arg(long, default_value = "hot,warm,cold", value_delimiter = ',')]
@@ -144,7 +148,13 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
     }
     eprintln!(
         "dataset {}: {} vectors × {} dims, {} queries, k={}, M={}, efConstruction={}",
-        data.name, data.base.len(), data.dim, nq, args.k, args.m, args.ef_construction
+        data.name,
+        data.base.len(),
+        data.dim,
+        nq,
+        args.k,
+        args.m,
+        args.ef_construction
     );
     let mut config = IndexConfig::new(data.dim, Metric::Cosine);
     config.hnsw.m = args.m;
@@ -153,14 +163,24 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
     config.policy.promote_on_recall = false;
     let index = Arc::new(TieredIndex::create(&dir, config)?);
 
-    let threads = if args.build_threads == 0 { num_cpus() } else { args.build_threads };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let threads = if args.build_threads == 0 {
+        num_cpus()
+    } else {
+        args.build_threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let rss_before_build = rss::now();
     let build_seconds = pool.install(|| build(&index, &data))?;
     let rss_after_build = rss::now();
     eprintln!(
         "build: {build_seconds:.1} s with {threads} threads; resident +{:.0} MiB",
-        rss::mib(rss_after_build.total_bytes.saturating_sub(rss_before_build.total_bytes))
+        rss::mib(
+            rss_after_build
+                .total_bytes
+                .saturating_sub(rss_before_build.total_bytes)
+        )
     );
 
     let raw = (data.base.len() * data.dim * 4) as u64;
@@ -193,17 +213,45 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
     if wants("warm") || wants("cold") {
         let t = Instant::now();
         let sealed = index.seal_hot()?;
-        eprintln!("seal: {sealed} memories into a warm segment in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "seal: {sealed} memories into a warm segment in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     drop(index);
     let child = |tier: &str, residency: &str| -> Result<ReopenReport, BoxError> {
         let out = Command::new(std::env::current_exe()?)
             .arg("reopen")
-            .args(["--dir", &dir.to_string_lossy(), "--dataset", &args.dataset.to_string_lossy()])
-            .args(["--tier", tier, "--k", &args.k.to_string(), "--ef", &join(&args.ef)])
+            .args([
+                "--dir",
+                &dir.to_string_lossy(),
+                "--dataset",
+                &args.dataset.to_string_lossy(),
+            ])
+            .args([
+                "--tier",
+                tier,
+                "--k",
+                &args.k.to_string(),
+                "--ef",
+                &join(&args.ef),
+            ])
             .args(["--cold-ef", &join(&args.cold_ef)])
-            .args(["--queries", &(if tier == "cold" { nq.min(args.cold_queries.max(1)) } else { nq }).to_string()])
-            .args(["--repeats", &args.repeats.to_string(), "--warm-residency", residency])
+            .args([
+                "--queries",
+                &(if tier == "cold" {
+                    nq.min(args.cold_queries.max(1))
+                } else {
+                    nq
+                })
+                .to_string(),
+            ])
+            .args([
+                "--repeats",
+                &args.repeats.to_string(),
+                "--warm-residency",
+                residency,
+            ])
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !out.status.success() {
@@ -214,7 +262,11 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
     if wants("warm") {
         for residency in &args.warm_residency {
             let rep = child("warm", residency)?;
-            let label = if residency == "resident" { "warm".to_string() } else { format!("warm-{residency}") };
+            let label = if residency == "resident" {
+                "warm".to_string()
+            } else {
+                format!("warm-{residency}")
+            };
             eprintln!(
                 "{label}: reopened in a fresh process in {:.3} s (no rebuild); resident after open {:.0} MiB",
                 rep.open_seconds,
@@ -236,7 +288,10 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         eprintln!("demote: warm → cold in {:.1} s", t.elapsed().as_secs_f64());
         drop(index);
         let rep = child("cold", "mapped")?;
-        let resident = rep.rss_after_search.total_bytes.saturating_sub(rep.rss_before_open.total_bytes);
+        let resident = rep
+            .rss_after_search
+            .total_bytes
+            .saturating_sub(rep.rss_before_open.total_bytes);
         eprintln!(
             "cold: opened in {:.3} s; resident for the cold tier {:.1} MiB = {:.1}% of the raw f32 vectors ({:.1} MiB)",
             rep.open_seconds,
@@ -306,9 +361,9 @@ pub fn reopen(args: ReopenArgs) -> Result<(), BoxError> {
 
 fn build(index: &TieredIndex, data: &Dataset) -> Result<f64, BoxError> {
     let bar = ProgressBar::new(data.base.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("build {bar:40} {pos}/{len} vectors  {per_sec}  eta {eta}")?,
-    );
+    bar.set_style(ProgressStyle::with_template(
+        "build {bar:40} {pos}/{len} vectors  {per_sec}  eta {eta}",
+    )?);
     let t = Instant::now();
     const BATCH: usize = 5_000;
     for (b, chunk) in data.base.chunks(BATCH).enumerate() {
@@ -317,7 +372,12 @@ fn build(index: &TieredIndex, data: &Dataset) -> Result<f64, BoxError> {
             .enumerate()
             .map(|(i, v)| {
                 let row = b * BATCH + i;
-                Memory::new(row.to_string(), format!("u{}", row % 100), v.clone(), row as i64)
+                Memory::new(
+                    row.to_string(),
+                    format!("u{}", row % 100),
+                    v.clone(),
+                    row as i64,
+                )
             })
             .collect();
         index.upsert_batch(batch)?;
@@ -340,7 +400,11 @@ fn measure(
 ) -> Result<(f64, f64), BoxError> {
     let requests: Vec<SearchRequest> = data.queries[..nq]
         .iter()
-        .map(|q| SearchRequest::new(q.clone(), k).with_tiers(TierSelection::only(tier)).with_ef(ef))
+        .map(|q| {
+            SearchRequest::new(q.clone(), k)
+                .with_tiers(TierSelection::only(tier))
+                .with_ef(ef)
+        })
         .collect();
     let mut best = f64::INFINITY;
     let mut found: Vec<Vec<u32>> = Vec::new();
@@ -353,15 +417,27 @@ fn measure(
         best = best.min(t.elapsed().as_secs_f64());
         found = results
             .iter()
-            .map(|hits| hits.iter().filter_map(|h| h.id().parse::<u32>().ok()).collect())
+            .map(|hits| {
+                hits.iter()
+                    .filter_map(|h| h.id().parse::<u32>().ok())
+                    .collect()
+            })
             .collect();
     }
-    let recall = found.iter().enumerate().map(|(q, f)| data.recall(q, f, k)).sum::<f64>() / nq as f64;
+    let recall = found
+        .iter()
+        .enumerate()
+        .map(|(q, f)| data.recall(q, f, k))
+        .sum::<f64>()
+        / nq as f64;
     Ok((recall, nq as f64 / best))
 }
 
 fn print_row(r: &Row) {
-    println!("{:<11} ef={:<5} recall@{}={:.4}  qps={:>8.0}", r.tier, r.ef, r.k, r.recall_at_k, r.qps);
+    println!(
+        "{:<11} ef={:<5} recall@{}={:.4}  qps={:>8.0}",
+        r.tier, r.ef, r.k, r.recall_at_k, r.qps
+    );
 }
 
 fn query_count(data: &Dataset, limit: usize) -> usize {
@@ -373,10 +449,12 @@ fn query_count(data: &Dataset, limit: usize) -> usize {
 }
 
 fn join(v: &[usize]) -> String {
-    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-

@@ -22,7 +22,11 @@ pub fn now() -> Rss {
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     };
-    Rss { total_bytes: field("VmRSS:"), anon_bytes: field("RssAnon:"), file_bytes: field("RssFile:") }
+    Rss {
+        total_bytes: field("VmRSS:"),
+        anon_bytes: field("RssAnon:"),
+        file_bytes: field("RssFile:"),
+    }
 }
 
 pub fn mib(bytes: u64) -> f64 {

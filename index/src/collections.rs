@@ -20,7 +20,9 @@ pub struct Collections {
 pub fn validate_collection_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -36,13 +38,19 @@ impl Collections {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| IndexError::io(&dir, e))?;
         let mut indexes = BTreeMap::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| IndexError::io(&dir, e))?.flatten() {
+        for e in std::fs::read_dir(&dir)
+            .map_err(|e| IndexError::io(&dir, e))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if e.path().join("manifest.json").exists() && validate_collection_name(&name).is_ok() {
                 indexes.insert(name, Arc::new(TieredIndex::open(e.path())?));
             }
         }
-        Ok(Collections { dir, indexes: RwLock::new(indexes) })
+        Ok(Collections {
+            dir,
+            indexes: RwLock::new(indexes),
+        })
     }
 
     pub fn create(&self, name: &str, config: IndexConfig) -> Result<Arc<TieredIndex>> {

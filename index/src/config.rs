@@ -20,7 +20,11 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        HnswParams { m: 16, ef_construction: 200, ef_search: 64 }
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
     }
 }
 
@@ -154,7 +158,10 @@ impl IndexConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(IndexError::InvalidConfig(m));
         if self.dimension == 0 || self.dimension > MAX_DIMENSION {
-            return bad(format!("dimension {} is outside 1..={MAX_DIMENSION}", self.dimension));
+            return bad(format!(
+                "dimension {} is outside 1..={MAX_DIMENSION}",
+                self.dimension
+            ));
         }
         if !(4..=128).contains(&self.hnsw.m) {
             return bad(format!("hnsw.m {} is outside 4..=128", self.hnsw.m));
@@ -201,7 +208,9 @@ impl IndexConfig {
         match &meta.payload {
             serde_json::Value::Null => {}
             serde_json::Value::Object(_) => {
-                let len = serde_json::to_vec(&meta.payload).map(|v| v.len()).unwrap_or(usize::MAX);
+                let len = serde_json::to_vec(&meta.payload)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 limit("payload", len, self.limits.max_payload_bytes)?;
             }
             other => {
@@ -222,7 +231,10 @@ impl IndexConfig {
             return Err(IndexError::EmptyVector);
         }
         if v.len() != self.dimension {
-            return Err(IndexError::DimensionMismatch { expected: self.dimension, got: v.len() });
+            return Err(IndexError::DimensionMismatch {
+                expected: self.dimension,
+                got: v.len(),
+            });
         }
         if let Some((position, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
             return Err(IndexError::NonFiniteVector { position, value });

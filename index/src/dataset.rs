@@ -25,10 +25,21 @@ impl Dataset {
         let groundtruth = read_ivecs(&dir.join("groundtruth.ivecs"))?;
         let dim = base.first().map_or(0, Vec::len);
         if queries.iter().any(|q| q.len() != dim) || queries.len() != groundtruth.len() {
-            return Err(IndexError::corrupt(dir, "queries and base / ground truth do not agree"));
+            return Err(IndexError::corrupt(
+                dir,
+                "queries and base / ground truth do not agree",
+            ));
         }
-        let name = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().to_string());
-        Ok(Dataset { name, dim, base, queries, groundtruth })
+        let name = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+        Ok(Dataset {
+            name,
+            dim,
+            base,
+            queries,
+            groundtruth,
+        })
     }
 
     /// Recall@k of `found` (row numbers) for query `q`: |found ∩ truth[..k]| / k.
@@ -48,7 +59,7 @@ pub fn shared_datasets_dir() -> PathBuf {
 }
 
 pub fn read_fvecs(path: &Path) -> Result<Vec<Vec<f32>>> {
-    read_vecs(path, |b| f32::from_le_bytes(b))
+    read_vecs(path, f32::from_le_bytes)
 }
 
 pub fn read_ivecs(path: &Path) -> Result<Vec<Vec<u32>>> {
@@ -66,7 +77,10 @@ fn read_vecs<T>(path: &Path, conv: impl Fn([u8; 4]) -> T) -> Result<Vec<Vec<T>>>
         }
         let dim = i32::from_le_bytes(word(pos));
         if dim <= 0 || pos + 4 + dim as usize * 4 > bytes.len() {
-            return Err(IndexError::corrupt(path, format!("bad record at byte {pos}")));
+            return Err(IndexError::corrupt(
+                path,
+                format!("bad record at byte {pos}"),
+            ));
         }
         let dim = dim as usize;
         out.push((0..dim).map(|i| conv(word(pos + 4 + i * 4))).collect());

@@ -87,7 +87,9 @@ impl DeadSnapshot {
 impl Bits {
     #[inline]
     fn contains(&self, row: u32) -> bool {
-        self.words.get(row as usize / 64).is_some_and(|w| w & (1u64 << (row % 64)) != 0)
+        self.words
+            .get(row as usize / 64)
+            .is_some_and(|w| w & (1u64 << (row % 64)) != 0)
     }
 }
 

@@ -27,10 +27,18 @@ fn kernels() -> &'static Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernels { dot: avx2::dot, l2sq: avx2::l2sq, avx2: true };
+                return Kernels {
+                    dot: avx2::dot,
+                    l2sq: avx2::l2sq,
+                    avx2: true,
+                };
             }
         }
-        Kernels { dot: portable::dot, l2sq: portable::l2sq, avx2: false }
+        Kernels {
+            dot: portable::dot,
+            l2sq: portable::l2sq,
+            avx2: false,
+        }
     })
 }
 
@@ -57,7 +65,11 @@ pub struct DistanceFn {
 impl DistanceFn {
     pub fn new(metric: Metric) -> Self {
         let k = kernels();
-        DistanceFn { metric, dot: k.dot, l2sq: k.l2sq }
+        DistanceFn {
+            metric,
+            dot: k.dot,
+            l2sq: k.l2sq,
+        }
     }
 
     pub fn metric(&self) -> Metric {
@@ -83,7 +95,9 @@ impl DistanceFn {
 
 impl std::fmt::Debug for DistanceFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DistanceFn").field("metric", &self.metric).finish()
+        f.debug_struct("DistanceFn")
+            .field("metric", &self.metric)
+            .finish()
     }
 }
 
@@ -228,7 +242,10 @@ pub(crate) mod avx2 {
         let mut i = 0;
         while i + 16 <= n {
             let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-            let d1 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)));
+            let d1 = _mm256_sub_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+            );
             acc0 = _mm256_fmadd_ps(d0, d0, acc0);
             acc1 = _mm256_fmadd_ps(d1, d1, acc1);
             i += 16;
@@ -263,10 +280,16 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let d = naive_dot(&a, &b);
             assert!((dot(&a, &b) - d).abs() < 1e-4, "dot n={n}");
-            assert!((portable::dot(&a, &b) - d).abs() < 1e-4, "portable dot n={n}");
+            assert!(
+                (portable::dot(&a, &b) - d).abs() < 1e-4,
+                "portable dot n={n}"
+            );
             let l: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
             assert!((l2sq(&a, &b) - l).abs() < 1e-3, "l2 n={n}");
-            assert!((portable::l2sq(&a, &b) - l).abs() < 1e-3, "portable l2 n={n}");
+            assert!(
+                (portable::l2sq(&a, &b) - l).abs() < 1e-3,
+                "portable l2 n={n}"
+            );
         }
     }
 

@@ -18,7 +18,11 @@ pub enum IndexError {
     #[error("memory id is empty")]
     EmptyId,
     #[error("{field} is {len} bytes, the limit is {limit}")]
-    TooLarge { field: &'static str, len: usize, limit: usize },
+    TooLarge {
+        field: &'static str,
+        len: usize,
+        limit: usize,
+    },
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
     #[error("invalid filter: {0}")]
@@ -45,11 +49,17 @@ pub enum IndexError {
 
 impl IndexError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        IndexError::Io { path: path.into(), source }
+        IndexError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        IndexError::Corrupt { path: path.into(), reason: reason.into() }
+        IndexError::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Whether the error is the caller's fault (bad input) rather than the server's.

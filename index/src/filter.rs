@@ -40,11 +40,17 @@ pub enum Op {
 
 impl Filter {
     pub fn user(user: impl Into<String>) -> Self {
-        Filter { user: Some(user.into()), ..Filter::default() }
+        Filter {
+            user: Some(user.into()),
+            ..Filter::default()
+        }
     }
 
     pub fn and(mut self, field: impl Into<String>, op: Op) -> Self {
-        self.conditions.push(Condition { field: field.into(), op });
+        self.conditions.push(Condition {
+            field: field.into(),
+            op,
+        });
         self
     }
 
@@ -70,7 +76,10 @@ impl Filter {
     pub fn validate(&self) -> Result<()> {
         for c in &self.conditions {
             if c.field.is_empty() || c.field.split('.').any(str::is_empty) {
-                return Err(IndexError::InvalidFilter(format!("bad field path {:?}", c.field)));
+                return Err(IndexError::InvalidFilter(format!(
+                    "bad field path {:?}",
+                    c.field
+                )));
             }
             match &c.op {
                 Op::Eq(v) => check_scalar(&c.field, v)?,
@@ -158,7 +167,9 @@ fn check_scalar(field: &str, v: &Value) -> Result<()> {
 
 impl Condition {
     fn matches(&self, payload: &Value) -> bool {
-        let Some(v) = lookup(payload, &self.field) else { return false };
+        let Some(v) = lookup(payload, &self.field) else {
+            return false;
+        };
         match &self.op {
             Op::Eq(want) => scalar_eq(v, want),
             Op::In(set) => set.iter().any(|want| scalar_eq(v, want)),
@@ -171,7 +182,8 @@ impl Condition {
 }
 
 fn lookup<'a>(payload: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(payload, |v, key| v.as_object()?.get(key))
+    path.split('.')
+        .try_fold(payload, |v, key| v.as_object()?.get(key))
 }
 
 fn scalar_eq(a: &Value, b: &Value) -> bool {
@@ -200,20 +212,62 @@ mod tests {
 
     #[test]
     fn conditions_match_as_documented() {
-        let m = meta("alice", 100, json!({"topic": "food", "n": 3, "src": {"app": "chat"}}));
+        let m = meta(
+            "alice",
+            100,
+            json!({"topic": "food", "n": 3, "src": {"app": "chat"}}),
+        );
         assert!(Filter::user("alice").matches(&m));
         assert!(!Filter::user("bob").matches(&m));
-        assert!(Filter::default().and("topic", Op::Eq(json!("food"))).matches(&m));
+        assert!(Filter::default()
+            .and("topic", Op::Eq(json!("food")))
+            .matches(&m));
         assert!(Filter::default().and("n", Op::Eq(json!(3.0))).matches(&m));
-        assert!(Filter::default().and("src.app", Op::Eq(json!("chat"))).matches(&m));
-        assert!(!Filter::default().and("missing", Op::Eq(json!("x"))).matches(&m));
-        assert!(Filter::default().and("n", Op::Range { gte: Some(3.0), lte: None }).matches(&m));
-        assert!(!Filter::default().and("n", Op::Range { gte: None, lte: Some(2.5) }).matches(&m));
-        assert!(!Filter::default().and("topic", Op::Range { gte: Some(0.0), lte: None }).matches(&m));
-        assert!(Filter::default().and("topic", Op::In(vec![json!("x"), json!("food")])).matches(&m));
-        assert!(Filter::default().created_between(Some(100), Some(101)).matches(&m));
-        assert!(!Filter::default().created_between(Some(101), None).matches(&m));
-        assert!(!Filter::default().created_between(None, Some(100)).matches(&m));
+        assert!(Filter::default()
+            .and("src.app", Op::Eq(json!("chat")))
+            .matches(&m));
+        assert!(!Filter::default()
+            .and("missing", Op::Eq(json!("x")))
+            .matches(&m));
+        assert!(Filter::default()
+            .and(
+                "n",
+                Op::Range {
+                    gte: Some(3.0),
+                    lte: None
+                }
+            )
+            .matches(&m));
+        assert!(!Filter::default()
+            .and(
+                "n",
+                Op::Range {
+                    gte: None,
+                    lte: Some(2.5)
+                }
+            )
+            .matches(&m));
+        assert!(!Filter::default()
+            .and(
+                "topic",
+                Op::Range {
+                    gte: Some(0.0),
+                    lte: None
+                }
+            )
+            .matches(&m));
+        assert!(Filter::default()
+            .and("topic", Op::In(vec![json!("x"), json!("food")]))
+            .matches(&m));
+        assert!(Filter::default()
+            .created_between(Some(100), Some(101))
+            .matches(&m));
+        assert!(!Filter::default()
+            .created_between(Some(101), None)
+            .matches(&m));
+        assert!(!Filter::default()
+            .created_between(None, Some(100))
+            .matches(&m));
     }
 
     #[test]
@@ -223,14 +277,35 @@ mod tests {
             Filter::default().and("a..b", Op::Eq(json!(1))),
             Filter::default().and("a", Op::Eq(json!({"x": 1}))),
             Filter::default().and("a", Op::In(vec![])),
-            Filter::default().and("a", Op::Range { gte: None, lte: None }),
-            Filter::default().and("a", Op::Range { gte: Some(f64::NAN), lte: None }),
-            Filter::default().and("a", Op::Range { gte: Some(2.0), lte: Some(1.0) }),
+            Filter::default().and(
+                "a",
+                Op::Range {
+                    gte: None,
+                    lte: None,
+                },
+            ),
+            Filter::default().and(
+                "a",
+                Op::Range {
+                    gte: Some(f64::NAN),
+                    lte: None,
+                },
+            ),
+            Filter::default().and(
+                "a",
+                Op::Range {
+                    gte: Some(2.0),
+                    lte: Some(1.0),
+                },
+            ),
             Filter::default().created_between(Some(5), Some(5)),
         ];
         for f in bad {
             let err = f.validate().unwrap_err();
-            assert!(matches!(err, IndexError::InvalidFilter(_)), "{f:?} gave {err:?}");
+            assert!(
+                matches!(err, IndexError::InvalidFilter(_)),
+                "{f:?} gave {err:?}"
+            );
         }
     }
 }

@@ -18,8 +18,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::distance::DistanceFn;
-use crate::types::Metric;
 use crate::topk::Cand;
+use crate::types::Metric;
 
 /// The adjacency of an HNSW graph over rows `0..n`, independent of any library.
 #[derive(Debug, Clone, Default)]
@@ -72,7 +72,11 @@ impl FlatArrays {
                     let valid: Vec<u32> = links
                         .iter()
                         .copied()
-                        .filter(|&x| g.neighbors.get(x as usize).is_some_and(|ls| ls.len() > l + 1))
+                        .filter(|&x| {
+                            g.neighbors
+                                .get(x as usize)
+                                .is_some_and(|ls| ls.len() > l + 1)
+                        })
                         .take(m)
                         .collect();
                     out.upper.push(valid.len() as u32);
@@ -114,8 +118,13 @@ impl<'a> FlatGraph<'a> {
     /// that a search can never index out of bounds on a (corrupt) file. Returns the problem.
     pub fn check(&self) -> Result<(), String> {
         let n = self.len();
-        if self.nodes_u32.len() != n * self.stride() || self.nodes_f32.len() != self.nodes_u32.len() {
-            return Err(format!("{} words for {n} nodes of stride {}", self.nodes_u32.len(), self.stride()));
+        if self.nodes_u32.len() != n * self.stride() || self.nodes_f32.len() != self.nodes_u32.len()
+        {
+            return Err(format!(
+                "{} words for {n} nodes of stride {}",
+                self.nodes_u32.len(),
+                self.stride()
+            ));
         }
         if self.upper_index.len() != n {
             return Err("upper index size does not match the node count".into());
@@ -147,7 +156,9 @@ impl<'a> FlatGraph<'a> {
                     let links = b.get(1..=b[0] as usize).unwrap_or(&[]);
                     if b[0] as usize > self.m
                         || bad_link(links)
-                        || links.iter().any(|&x| (self.levels[x as usize] as usize) < l + 1)
+                        || links
+                            .iter()
+                            .any(|&x| (self.levels[x as usize] as usize) < l + 1)
                     {
                         return Err(format!("node {i}: bad layer-{} links", l + 1));
                     }
@@ -277,10 +288,16 @@ impl<'a> FlatGraph<'a> {
         let mut candidates: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 4);
         let mut results: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
         visited.mark(ep);
-        candidates.push(Reverse(Cand { dist: d_ep, row: ep }));
+        candidates.push(Reverse(Cand {
+            dist: d_ep,
+            row: ep,
+        }));
         let mut bound = f32::INFINITY;
         if accept(ep) {
-            results.push(Cand { dist: d_ep, row: ep });
+            results.push(Cand {
+                dist: d_ep,
+                row: ep,
+            });
             bound = d_ep;
         }
         while let Some(Reverse(cur)) = candidates.pop() {
@@ -318,7 +335,6 @@ impl<'a> FlatGraph<'a> {
         }
         results.into_sorted_vec()
     }
-
 }
 
 #[inline(always)]

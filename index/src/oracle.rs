@@ -14,17 +14,23 @@ use crate::topk::TopK;
 use crate::traits::VectorIndex;
 use crate::types::{Hit, Memory, MemoryMeta, SearchRequest, Tier};
 
+type Rows = HashMap<String, (Arc<MemoryMeta>, Vec<f32>)>;
+
 pub struct BruteForce {
     config: IndexConfig,
     dist: DistanceFn,
-    rows: RwLock<HashMap<String, (Arc<MemoryMeta>, Vec<f32>)>>,
+    rows: RwLock<Rows>,
 }
 
 impl BruteForce {
     pub fn new(config: IndexConfig) -> Result<Self> {
         config.validate()?;
         let dist = DistanceFn::new(config.metric);
-        Ok(BruteForce { config, dist, rows: RwLock::new(HashMap::new()) })
+        Ok(BruteForce {
+            config,
+            dist,
+            rows: RwLock::new(HashMap::new()),
+        })
     }
 }
 
@@ -34,7 +40,9 @@ impl VectorIndex for BruteForce {
     }
 
     fn upsert_batch(&self, memories: Vec<Memory>) -> Result<()> {
-        memories.iter().try_for_each(|m| self.config.validate_memory(m))?;
+        memories
+            .iter()
+            .try_for_each(|m| self.config.validate_memory(m))?;
         let mut rows = self.rows.write();
         for m in memories {
             let v = prepare(self.config.metric, m.vector);
@@ -56,11 +64,10 @@ impl VectorIndex for BruteForce {
     }
 
     fn get(&self, id: &str) -> Result<Option<Memory>> {
-        Ok(self
-            .rows
-            .read()
-            .get(id)
-            .map(|(meta, v)| Memory { meta: (**meta).clone(), vector: v.clone() }))
+        Ok(self.rows.read().get(id).map(|(meta, v)| Memory {
+            meta: (**meta).clone(),
+            vector: v.clone(),
+        }))
     }
 
     fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {

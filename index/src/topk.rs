@@ -23,7 +23,9 @@ impl PartialOrd for Cand {
 }
 impl Ord for Cand {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.dist.total_cmp(&other.dist).then(self.row.cmp(&other.row))
+        self.dist
+            .total_cmp(&other.dist)
+            .then(self.row.cmp(&other.row))
     }
 }
 
@@ -35,7 +37,10 @@ pub(crate) struct TopK {
 
 impl TopK {
     pub fn new(k: usize) -> Self {
-        TopK { k, heap: BinaryHeap::with_capacity(k + 1) }
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
     }
 
     /// The distance a new candidate must beat to enter (∞ until full).
@@ -65,4 +70,43 @@ impl TopK {
     pub fn into_sorted(self) -> Vec<Cand> {
         self.heap.into_sorted_vec()
     }
+}
+
+/// The search plan shared by the graph tiers (hot, warm) over rows `0..n`:
+/// - a user filter whose posting list is small, or a small tier → exact scan;
+/// - otherwise the graph `walk`; if fewer than `k` matches come back (a selective filter),
+///   an exact scan of the user's rows, or of all rows, gives the right answer.
+pub(crate) fn plan_search(
+    k: usize,
+    n: usize,
+    exact_threshold: usize,
+    posting: Option<&[u32]>,
+    accept: &dyn Fn(u32) -> bool,
+    distance: &dyn Fn(u32) -> f32,
+    walk: impl FnOnce() -> Vec<Cand>,
+) -> Vec<Cand> {
+    let exact = |rows: &mut dyn Iterator<Item = u32>| {
+        let mut top = TopK::new(k);
+        for r in rows {
+            if accept(r) {
+                top.push(distance(r), r);
+            }
+        }
+        top.into_sorted()
+    };
+    let scan_matches = || match posting {
+        Some(p) => exact(&mut p.iter().copied()),
+        None => exact(&mut (0..n as u32)),
+    };
+    match posting {
+        Some(p) if p.len() <= exact_threshold.max(k) => return scan_matches(),
+        _ if n <= exact_threshold => return exact(&mut (0..n as u32)),
+        _ => {}
+    }
+    let mut hits = walk();
+    if hits.len() < k {
+        return scan_matches();
+    }
+    hits.truncate(k);
+    hits
 }

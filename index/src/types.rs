@@ -111,7 +111,11 @@ impl TierSelection {
     }
 
     pub fn all() -> Self {
-        TierSelection::Only { hot: true, warm: true, cold: true }
+        TierSelection::Only {
+            hot: true,
+            warm: true,
+            cold: true,
+        }
     }
 
     pub(crate) fn includes(self, tier: Tier) -> bool {
@@ -142,7 +146,13 @@ pub struct SearchRequest {
 
 impl SearchRequest {
     pub fn new(vector: Vec<f32>, k: usize) -> Self {
-        SearchRequest { vector, k, filter: Filter::default(), tiers: TierSelection::Auto, ef: None }
+        SearchRequest {
+            vector,
+            k,
+            filter: Filter::default(),
+            tiers: TierSelection::Auto,
+            ef: None,
+        }
     }
 
     pub fn with_filter(mut self, filter: Filter) -> Self {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{memory, Rng};
 use engram_index::{
-    Collections, IndexConfig, IndexError, Memory, MaintenanceWorker, Metric, SearchRequest, Tier,
+    Collections, IndexConfig, IndexError, MaintenanceWorker, Memory, Metric, SearchRequest, Tier,
     TierSelection, TieredIndex, VectorIndex,
 };
 
@@ -33,7 +33,8 @@ fn hot_seals_when_full() {
     let dir = tempfile::tempdir().unwrap();
     let idx = index(&dir, |c| c.policy.hot_max_memories = 100);
     let mut rng = Rng(21);
-    idx.upsert_batch((0..99).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx.upsert_batch((0..99).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     assert_eq!(idx.maintain(1).unwrap().sealed, 0);
     idx.upsert(at(&mut rng, 99, 0)).unwrap();
     assert_eq!(idx.maintain(1).unwrap().sealed, 100);
@@ -46,7 +47,8 @@ fn hot_seals_by_age_and_warm_moves_to_cold_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let idx = index(&dir, |_| {});
     let mut rng = Rng(22);
-    idx.upsert_batch((0..50).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx.upsert_batch((0..50).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     // Younger than 30 days: stays hot.
     assert_eq!(idx.maintain(29 * DAY).unwrap(), Default::default());
     let r = idx.maintain(31 * DAY).unwrap();
@@ -65,11 +67,19 @@ fn warm_cap_moves_the_oldest_segments_to_cold() {
     let idx = index(&dir, |c| c.policy.warm_max_memories = Some(60));
     let mut rng = Rng(23);
     for (seg, t) in [(0, 10), (1, 20), (2, 30)] {
-        idx.upsert_batch((seg * 40..seg * 40 + 40).map(|i| at(&mut rng, i, t)).collect()).unwrap();
+        idx.upsert_batch(
+            (seg * 40..seg * 40 + 40)
+                .map(|i| at(&mut rng, i, t))
+                .collect(),
+        )
+        .unwrap();
         idx.seal_hot().unwrap();
     }
     let r = idx.maintain(40).unwrap();
-    assert_eq!(r.demoted, 2, "120 warm memories over a cap of 60: the two oldest segments go");
+    assert_eq!(
+        r.demoted, 2,
+        "120 warm memories over a cap of 60: the two oldest segments go"
+    );
     assert_eq!(idx.tier_of("m0"), Some(Tier::Cold));
     assert_eq!(idx.tier_of("m45"), Some(Tier::Cold));
     assert_eq!(idx.tier_of("m85"), Some(Tier::Warm));
@@ -80,7 +90,8 @@ fn tombstone_heavy_segments_are_compacted() {
     let dir = tempfile::tempdir().unwrap();
     let idx = index(&dir, |c| c.policy.compact_dead_fraction = 0.25);
     let mut rng = Rng(24);
-    idx.upsert_batch((0..200).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx.upsert_batch((0..200).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     idx.seal_hot().unwrap();
     for i in 0..60 {
         idx.delete(&format!("m{i}")).unwrap();
@@ -92,7 +103,9 @@ fn tombstone_heavy_segments_are_compacted() {
     assert_eq!((after.warm_rows, after.warm_live), (140, 140));
     // Still searchable, and the deleted memories stay gone.
     let q = idx.get("m100").unwrap().unwrap().vector;
-    let hits = idx.search(&SearchRequest::new(q, 5).with_tiers(TierSelection::only(Tier::Warm))).unwrap();
+    let hits = idx
+        .search(&SearchRequest::new(q, 5).with_tiers(TierSelection::only(Tier::Warm)))
+        .unwrap();
     assert_eq!(hits[0].id(), "m100");
     assert!(idx.get("m10").unwrap().is_none());
 }
@@ -102,11 +115,14 @@ fn recalled_cold_memories_are_promoted_to_hot() {
     let dir = tempfile::tempdir().unwrap();
     let idx = index(&dir, |_| {});
     let mut rng = Rng(25);
-    idx.upsert_batch((0..100).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx.upsert_batch((0..100).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     idx.seal_hot().unwrap();
     idx.demote_all_warm().unwrap();
     let target = idx.get("m7").unwrap().unwrap();
-    let hits = idx.search(&SearchRequest::new(target.vector.clone(), 1)).unwrap();
+    let hits = idx
+        .search(&SearchRequest::new(target.vector.clone(), 1))
+        .unwrap();
     assert_eq!((hits[0].id(), hits[0].tier), ("m7", Tier::Cold));
     let r = idx.maintain(5 * DAY).unwrap();
     assert_eq!(r.promoted, 1);
@@ -118,7 +134,8 @@ fn recalled_cold_memories_are_promoted_to_hot() {
     // Promotion can be turned off.
     let dir2 = tempfile::tempdir().unwrap();
     let idx2 = index(&dir2, |c| c.policy.promote_on_recall = false);
-    idx2.upsert_batch((0..20).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx2.upsert_batch((0..20).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     idx2.seal_hot().unwrap();
     idx2.demote_all_warm().unwrap();
     idx2.search(&SearchRequest::new(target.vector, 1)).unwrap();
@@ -130,11 +147,15 @@ fn background_worker_ages_the_index_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let idx = Arc::new(index(&dir, |c| c.policy.hot_max_memories = 30));
     let mut rng = Rng(26);
-    idx.upsert_batch((0..30).map(|i| at(&mut rng, i, 0)).collect()).unwrap();
+    idx.upsert_batch((0..30).map(|i| at(&mut rng, i, 0)).collect())
+        .unwrap();
     let worker = MaintenanceWorker::spawn(idx.clone(), Duration::from_millis(10), || 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     while idx.stats().warm_live < 30 {
-        assert!(Instant::now() < deadline, "worker did not seal the full hot tier");
+        assert!(
+            Instant::now() < deadline,
+            "worker did not seal the full hot tier"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(worker.has_run());
@@ -189,25 +210,41 @@ fn writes_and_searches_run_concurrently_with_maintenance() {
         for i in 0..600 {
             if let Some(m) = idx.get(&format!("m{}", w * 10_000 + i)).unwrap() {
                 live += 1;
-                let hits = idx.search(&SearchRequest::new(m.vector, 1).with_tiers(TierSelection::all())).unwrap();
+                let hits = idx
+                    .search(&SearchRequest::new(m.vector, 1).with_tiers(TierSelection::all()))
+                    .unwrap();
                 assert_eq!(hits[0].id(), m.meta.id);
             }
         }
     }
     assert_eq!(idx.len(), live);
-    assert!(idx.stats().warm_segments + idx.stats().cold_segments > 0, "maintenance never sealed");
+    assert!(
+        idx.stats().warm_segments + idx.stats().cold_segments > 0,
+        "maintenance never sealed"
+    );
 }
 
 #[test]
 fn collections_are_created_listed_found_and_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let cols = Collections::open(dir.path()).unwrap();
-    cols.create("notes", IndexConfig::new(DIM, Metric::Cosine)).unwrap();
-    cols.create("facts", IndexConfig::new(4, Metric::L2)).unwrap();
-    assert!(matches!(cols.create("notes", IndexConfig::new(DIM, Metric::Cosine)), Err(IndexError::CollectionExists(_))));
+    cols.create("notes", IndexConfig::new(DIM, Metric::Cosine))
+        .unwrap();
+    cols.create("facts", IndexConfig::new(4, Metric::L2))
+        .unwrap();
+    assert!(matches!(
+        cols.create("notes", IndexConfig::new(DIM, Metric::Cosine)),
+        Err(IndexError::CollectionExists(_))
+    ));
     assert!(matches!(cols.get("missing"), Err(IndexError::UnknownCollection(n)) if n == "missing"));
-    assert!(matches!(cols.create("../evil", IndexConfig::new(DIM, Metric::Cosine)), Err(IndexError::InvalidConfig(_))));
-    assert!(matches!(cols.create("bad-dim", IndexConfig::new(0, Metric::Cosine)), Err(IndexError::InvalidConfig(_))));
+    assert!(matches!(
+        cols.create("../evil", IndexConfig::new(DIM, Metric::Cosine)),
+        Err(IndexError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        cols.create("bad-dim", IndexConfig::new(0, Metric::Cosine)),
+        Err(IndexError::InvalidConfig(_))
+    ));
     let mut rng = Rng(27);
     let notes = cols.get("notes").unwrap();
     notes.upsert(memory(&mut rng, 1, 1, DIM)).unwrap();
@@ -218,7 +255,13 @@ fn collections_are_created_listed_found_and_dropped() {
     let cols = Collections::open(dir.path()).unwrap();
     assert_eq!(cols.get("notes").unwrap().len(), 1);
     cols.drop_collection("notes").unwrap();
-    assert!(matches!(cols.get("notes"), Err(IndexError::UnknownCollection(_))));
-    assert!(matches!(cols.drop_collection("notes"), Err(IndexError::UnknownCollection(_))));
+    assert!(matches!(
+        cols.get("notes"),
+        Err(IndexError::UnknownCollection(_))
+    ));
+    assert!(matches!(
+        cols.drop_collection("notes"),
+        Err(IndexError::UnknownCollection(_))
+    ));
     assert!(!dir.path().join("notes").exists());
 }

@@ -2,8 +2,8 @@
 //! restarts, with searches in between, leave the tiered index equal to the exact oracle.
 
 use engram_index::{
-    BruteForce, Filter, HotEngine, IndexConfig, Memory, Metric, Op, SearchRequest, TierSelection, TieredIndex,
-    VectorIndex,
+    BruteForce, Filter, HotEngine, IndexConfig, Memory, Metric, Op, SearchRequest, TierSelection,
+    TieredIndex, VectorIndex,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -12,19 +12,33 @@ const DIM: usize = 6;
 
 #[derive(Debug, Clone)]
 enum Action {
-    Upsert { id: u8, user: u8, topic: u8, v: Vec<f32> },
+    Upsert {
+        id: u8,
+        user: u8,
+        topic: u8,
+        v: Vec<f32>,
+    },
     Batch(Vec<(u8, u8, Vec<f32>)>),
-    Delete { id: u8 },
-    DeleteUser { user: u8 },
+    Delete {
+        id: u8,
+    },
+    DeleteUser {
+        user: u8,
+    },
     Seal,
     Demote,
     Compact,
     Restart,
-    Search { q: Vec<f32>, k: usize, filter: u8 },
+    Search {
+        q: Vec<f32>,
+        k: usize,
+        filter: u8,
+    },
 }
 
 fn vector() -> impl Strategy<Value = Vec<f32>> {
-    prop::collection::vec(-1.0f32..1.0, DIM).prop_filter("non-zero", |v| v.iter().any(|x| x.abs() > 1e-3))
+    prop::collection::vec(-1.0f32..1.0, DIM)
+        .prop_filter("non-zero", |v| v.iter().any(|x| x.abs() > 1e-3))
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -42,7 +56,8 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn memory(id: u8, user: u8, topic: u8, v: Vec<f32>) -> Memory {
-    Memory::new(format!("id{id}"), format!("user{user}"), v, id as i64).with_payload(json!({"topic": topic}))
+    Memory::new(format!("id{id}"), format!("user{user}"), v, id as i64)
+        .with_payload(json!({"topic": topic}))
 }
 
 fn filter(choice: u8) -> Filter {
@@ -74,7 +89,10 @@ fn run(actions: Vec<Action>, engine: HotEngine) -> Result<(), TestCaseError> {
                 oracle.upsert(m).unwrap();
             }
             Action::Batch(items) => {
-                let batch: Vec<Memory> = items.into_iter().map(|(id, u, v)| memory(id, u, 0, v)).collect();
+                let batch: Vec<Memory> = items
+                    .into_iter()
+                    .map(|(id, u, v)| memory(id, u, 0, v))
+                    .collect();
                 index.upsert_batch(batch.clone()).unwrap();
                 oracle.upsert_batch(batch).unwrap();
             }
@@ -84,7 +102,10 @@ fn run(actions: Vec<Action>, engine: HotEngine) -> Result<(), TestCaseError> {
             }
             Action::DeleteUser { user } => {
                 let f = Filter::user(format!("user{user}"));
-                prop_assert_eq!(index.delete_by_filter(&f).unwrap(), oracle.delete_by_filter(&f).unwrap());
+                prop_assert_eq!(
+                    index.delete_by_filter(&f).unwrap(),
+                    oracle.delete_by_filter(&f).unwrap()
+                );
             }
             Action::Seal => {
                 index.seal_hot().unwrap();
@@ -104,12 +125,19 @@ fn run(actions: Vec<Action>, engine: HotEngine) -> Result<(), TestCaseError> {
                 index = TieredIndex::open(&path).unwrap();
             }
             Action::Search { q, k, filter: f } => {
-                let req = SearchRequest::new(q, k).with_filter(filter(f)).with_tiers(TierSelection::all());
+                let req = SearchRequest::new(q, k)
+                    .with_filter(filter(f))
+                    .with_tiers(TierSelection::all());
                 let got = index.search(&req).unwrap();
                 let want = oracle.search(&req).unwrap();
                 prop_assert_eq!(got.len(), want.len(), "result count");
                 for (g, w) in got.iter().zip(&want) {
-                    prop_assert!((g.score - w.score).abs() < 1e-4, "scores {:?} vs {:?}", got, want);
+                    prop_assert!(
+                        (g.score - w.score).abs() < 1e-4,
+                        "scores {:?} vs {:?}",
+                        got,
+                        want
+                    );
                     let truth = oracle.get(g.id()).unwrap();
                     prop_assert!(truth.is_some(), "returned a deleted memory {}", g.id());
                     prop_assert_eq!(&*g.meta, &truth.unwrap().meta);

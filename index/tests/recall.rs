@@ -2,7 +2,9 @@
 //! the true neighbours, measured against the dataset's exact ground truth.
 
 use engram_index::dataset::{shared_datasets_dir, Dataset};
-use engram_index::{IndexConfig, Memory, Metric, SearchRequest, Tier, TierSelection, TieredIndex, VectorIndex};
+use engram_index::{
+    IndexConfig, Memory, Metric, SearchRequest, Tier, TierSelection, TieredIndex, VectorIndex,
+};
 
 fn recall_of(index: &TieredIndex, data: &Dataset, tier: Tier, ef: Option<usize>) -> f64 {
     let k = 10;
@@ -15,7 +17,10 @@ fn recall_of(index: &TieredIndex, data: &Dataset, tier: Tier, ef: Option<usize>)
         let hits = index.search(&req).expect("search");
         assert_eq!(hits.len(), k);
         assert!(hits.iter().all(|h| h.tier == tier));
-        let rows: Vec<u32> = hits.iter().map(|h| h.id().parse().expect("numeric id")).collect();
+        let rows: Vec<u32> = hits
+            .iter()
+            .map(|h| h.id().parse().expect("numeric id"))
+            .collect();
         total += data.recall(q, &rows, k);
     }
     total / data.queries.len() as f64

@@ -52,7 +52,13 @@ pub(crate) struct HnswRsGraph {
 impl HnswRsGraph {
     pub fn new(dist: DistanceFn, m: usize, ef_construction: usize, capacity: usize) -> Self {
         HnswRsGraph {
-            graph: Hnsw::new(m, capacity.max(1024), MAX_LAYER, ef_construction, HnswDistance(dist)),
+            graph: Hnsw::new(
+                m,
+                capacity.max(1024),
+                MAX_LAYER,
+                ef_construction,
+                HnswDistance(dist),
+            ),
         }
     }
 
@@ -61,20 +67,33 @@ impl HnswRsGraph {
         if let [(row, v)] = items {
             self.graph.insert_slice((v, *row as usize));
         } else {
-            let batch: Vec<(&[f32], usize)> = items.iter().map(|(r, v)| (&v[..], *r as usize)).collect();
+            let batch: Vec<(&[f32], usize)> =
+                items.iter().map(|(r, v)| (&v[..], *r as usize)).collect();
             self.graph.parallel_insert_slice(&batch);
         }
     }
 
     /// Up to `k` accepted rows `< limit` (hnsw_rs ranks by its mapped distance; callers re-score).
-    pub fn search(&self, q: &[f32], k: usize, ef: usize, limit: usize, accept: &dyn Fn(u32) -> bool, unfiltered: bool) -> Vec<u32> {
+    pub fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        limit: usize,
+        accept: &dyn Fn(u32) -> bool,
+        unfiltered: bool,
+    ) -> Vec<u32> {
         let hits = if unfiltered {
             self.graph.search(q, k, ef)
         } else {
             let f = |id: &usize| *id < limit && accept(*id as u32);
             self.graph.search_filter(q, k, ef, Some(&f))
         };
-        hits.into_iter().map(|h| h.d_id).filter(|&r| r < limit && accept(r as u32)).map(|r| r as u32).collect()
+        hits.into_iter()
+            .map(|h| h.d_id)
+            .filter(|&r| r < limit && accept(r as u32))
+            .map(|r| r as u32)
+            .collect()
     }
 
     /// The graph's adjacency over rows `0..n`.
@@ -115,6 +134,16 @@ impl HnswRsGraph {
 }
 
 /// Keeps `Cand` in scope for callers that re-score hnsw_rs hits.
-pub(crate) fn rescored(dist: &DistanceFn, q: &[f32], rows: &[u32], vector: impl Fn(u32) -> Arc<[f32]>) -> Vec<Cand> {
-    rows.iter().map(|&r| Cand { dist: dist.distance(q, &vector(r)), row: r }).collect()
+pub(crate) fn rescored(
+    dist: &DistanceFn,
+    q: &[f32],
+    rows: &[u32],
+    vector: impl Fn(u32) -> Arc<[f32]>,
+) -> Vec<Cand> {
+    rows.iter()
+        .map(|&r| Cand {
+            dist: dist.distance(q, &vector(r)),
+            row: r,
+        })
+        .collect()
 }

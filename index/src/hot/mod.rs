@@ -17,7 +17,7 @@ use crate::deadset::DeadSet;
 use crate::distance::DistanceFn;
 use crate::filter::Filter;
 use crate::graph::GraphExport;
-use crate::topk::{Cand, TopK};
+use crate::topk::plan_search;
 use crate::types::{activity, MemoryMeta};
 
 mod hnswrs;
@@ -75,7 +75,10 @@ impl HotTier {
         let user = meta.user.clone();
         let row = {
             let mut rows = self.rows.write();
-            rows.push(HotRow { meta, vector: vector.clone() });
+            rows.push(HotRow {
+                meta,
+                vector: vector.clone(),
+            });
             (rows.len() - 1) as u32
         };
         if let Engine::Native(g) = &self.engine {
@@ -93,7 +96,9 @@ impl HotTier {
             Engine::HnswRs(g) => {
                 let items: Vec<(u32, Arc<[f32]>)> = {
                     let all = self.rows.read();
-                    rows.iter().map(|&r| (r, all[r as usize].vector.clone())).collect()
+                    rows.iter()
+                        .map(|&r| (r, all[r as usize].vector.clone()))
+                        .collect()
                 };
                 g.link(&items);
             }
@@ -114,7 +119,10 @@ impl HotTier {
     }
 
     pub fn row(&self, row: u32) -> Option<(Arc<MemoryMeta>, Arc<[f32]>)> {
-        self.rows.read().get(row as usize).map(|r| (r.meta.clone(), r.vector.clone()))
+        self.rows
+            .read()
+            .get(row as usize)
+            .map(|r| (r.meta.clone(), r.vector.clone()))
     }
 
     /// Live rows matching a filter (for delete-by-filter).
@@ -144,47 +152,37 @@ impl HotTier {
         let accept = |r: u32| {
             !dead.contains(r) && (filter.is_empty() || filter.matches(&rows[r as usize].meta))
         };
-        let exact = |candidates: &mut dyn Iterator<Item = u32>| {
-            let mut top = TopK::new(k);
-            for r in candidates {
-                if accept(r) {
-                    top.push(self.dist.distance(q, &rows[r as usize].vector), r);
-                }
-            }
-            top.into_sorted()
-        };
-        let user_rows = filter.user.as_ref().map(|u| self.by_user.read().get(u).cloned().unwrap_or_default());
-        let found: Vec<Cand> = match &user_rows {
-            Some(posting) if posting.len() <= exact_threshold.max(k) => {
-                exact(&mut posting.iter().copied())
-            }
-            _ if n <= exact_threshold => exact(&mut (0..n as u32)),
-            _ => {
-                // Rows appended after we took the read lock are not in `rows`: the engines
-                // are told to ignore rows >= n.
+        let user_rows = filter
+            .user
+            .as_ref()
+            .map(|u| self.by_user.read().get(u).cloned().unwrap_or_default());
+        let distance = |r: u32| self.dist.distance(q, &rows[r as usize].vector);
+        // Rows appended after we took the read lock are not in `rows`: the engines are told
+        // to ignore rows >= n.
+        let walk = || match &self.engine {
+            Engine::Native(g) => g.search(q, ef, n, &accept),
+            Engine::HnswRs(g) => {
                 let unfiltered = filter.is_empty() && dead.count() == 0;
-                let mut hits: Vec<Cand> = match &self.engine {
-                    Engine::Native(g) => g.search(q, ef, n, &accept),
-                    Engine::HnswRs(g) => {
-                        let found = g.search(q, k, ef, n, &accept, unfiltered);
-                        let mut c = hnswrs::rescored(&self.dist, q, &found, |r| rows[r as usize].vector.clone());
-                        c.sort_unstable();
-                        c
-                    }
-                };
-                hits.truncate(k);
-                if hits.len() < k {
-                    // Too few passed the filter in the walk: answer exactly from the matches.
-                    match &user_rows {
-                        Some(posting) => exact(&mut posting.iter().copied()),
-                        None => exact(&mut (0..n as u32)),
-                    }
-                } else {
-                    hits
-                }
+                let found = g.search(q, k, ef, n, &accept, unfiltered);
+                let mut c =
+                    hnswrs::rescored(&self.dist, q, &found, |r| rows[r as usize].vector.clone());
+                c.sort_unstable();
+                c
             }
         };
-        found.into_iter().map(|c| (c.dist, rows[c.row as usize].meta.clone())).collect()
+        let found = plan_search(
+            k,
+            n,
+            exact_threshold,
+            user_rows.as_deref(),
+            &accept,
+            &distance,
+            walk,
+        );
+        found
+            .into_iter()
+            .map(|c| (c.dist, rows[c.row as usize].meta.clone()))
+            .collect()
     }
 
     /// The graph's adjacency over rows `0..row_count` (for sealing into a warm segment).
@@ -203,6 +201,10 @@ impl HotTier {
 
     /// Rows in order with their vectors (for sealing).
     pub fn rows_snapshot(&self) -> Vec<(Arc<MemoryMeta>, Arc<[f32]>)> {
-        self.rows.read().iter().map(|r| (r.meta.clone(), r.vector.clone())).collect()
+        self.rows
+            .read()
+            .iter()
+            .map(|r| (r.meta.clone(), r.vector.clone()))
+            .collect()
     }
 }

@@ -53,13 +53,16 @@ impl NativeGraph {
             level_mult: 1.0 / (m as f64).ln(),
             nodes: RwLock::new(Vec::with_capacity(capacity.min(1 << 20))),
             entry: RwLock::new(None),
-            rng: AtomicU64::new(0x5EED_0F_E4_6A_A1),
+            rng: AtomicU64::new(0x5EED_0FE4_6AA1),
         }
     }
 
     fn random_level(&self) -> usize {
         // SplitMix64 step on a shared counter: lock-free and deterministic per insert order.
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -70,9 +73,15 @@ impl NativeGraph {
     /// Registers the node for `row` (rows arrive densely, in order); it is linked by `link`.
     pub fn append(&self, row: u32, vector: Arc<[f32]>) {
         let level = self.random_level();
-        let links = (0..=level).map(|l| RwLock::new(Vec::with_capacity(if l == 0 { self.m0 } else { self.m }))).collect();
+        let links = (0..=level)
+            .map(|l| RwLock::new(Vec::with_capacity(if l == 0 { self.m0 } else { self.m })))
+            .collect();
         let mut nodes = self.nodes.write();
-        debug_assert_eq!(nodes.len(), row as usize, "hot rows must be appended in order");
+        debug_assert_eq!(
+            nodes.len(),
+            row as usize,
+            "hot rows must be appended in order"
+        );
         nodes.push(Node { vector, links });
     }
 
@@ -110,7 +119,10 @@ impl NativeGraph {
         for l in (level + 1..=top).rev() {
             (ep, d_ep) = self.greedy(nodes, q, ep, d_ep, l);
         }
-        let mut eps = vec![Cand { dist: d_ep, row: ep }];
+        let mut eps = vec![Cand {
+            dist: d_ep,
+            row: ep,
+        }];
         for l in (0..=level.min(top)).rev() {
             let found = self.search_layer(nodes, q, &eps, self.ef_construction, l, None);
             let cap = if l == 0 { self.m0 } else { self.m };
@@ -119,9 +131,17 @@ impl NativeGraph {
                 // Other inserts of the same batch may already have linked back to this node:
                 // keep those links too, pruning with the heuristic if the list overflows.
                 let mut links = node.links[l].write();
-                let earlier: Vec<u32> = links.iter().copied().filter(|r| selected.iter().all(|c| c.row != *r)).collect();
-                let mut all: Vec<Cand> = selected.iter().copied().filter(|c| c.row != row).collect();
-                all.extend(earlier.into_iter().map(|r| Cand { dist: self.d(nodes, q, r), row: r }));
+                let earlier: Vec<u32> = links
+                    .iter()
+                    .copied()
+                    .filter(|r| selected.iter().all(|c| c.row != *r))
+                    .collect();
+                let mut all: Vec<Cand> =
+                    selected.iter().copied().filter(|c| c.row != row).collect();
+                all.extend(earlier.into_iter().map(|r| Cand {
+                    dist: self.d(nodes, q, r),
+                    row: r,
+                }));
                 if all.len() > cap {
                     all.sort_unstable();
                     all = self.select(nodes, &all, cap);
@@ -143,7 +163,14 @@ impl NativeGraph {
         }
     }
 
-    fn greedy(&self, nodes: &[Node], q: &[f32], mut ep: u32, mut d_ep: f32, layer: usize) -> (u32, f32) {
+    fn greedy(
+        &self,
+        nodes: &[Node],
+        q: &[f32],
+        mut ep: u32,
+        mut d_ep: f32,
+        layer: usize,
+    ) -> (u32, f32) {
         loop {
             let mut changed = false;
             let links = nodes[ep as usize].links[layer].read();
@@ -170,7 +197,10 @@ impl NativeGraph {
         let mut out: Vec<Cand> = Vec::with_capacity(m);
         for c in sorted {
             let v = &nodes[c.row as usize].vector;
-            if out.iter().all(|r| self.dist.distance(v, &nodes[r.row as usize].vector) >= c.dist) {
+            if out
+                .iter()
+                .all(|r| self.dist.distance(v, &nodes[r.row as usize].vector) >= c.dist)
+            {
                 out.push(*c);
                 if out.len() >= m {
                     break;
@@ -181,7 +211,9 @@ impl NativeGraph {
     }
 
     fn add_reverse(&self, nodes: &[Node], at: u32, new: u32, d: f32, layer: usize, cap: usize) {
-        let Some(lock) = nodes[at as usize].links.get(layer) else { return };
+        let Some(lock) = nodes[at as usize].links.get(layer) else {
+            return;
+        };
         let mut links = lock.write();
         if links.contains(&new) {
             return;
@@ -193,11 +225,18 @@ impl NativeGraph {
         let base = &nodes[at as usize].vector;
         let mut cands: Vec<Cand> = links
             .iter()
-            .map(|&r| Cand { dist: self.dist.distance(base, &nodes[r as usize].vector), row: r })
+            .map(|&r| Cand {
+                dist: self.dist.distance(base, &nodes[r as usize].vector),
+                row: r,
+            })
             .chain(std::iter::once(Cand { dist: d, row: new }))
             .collect();
         cands.sort_unstable();
-        *links = self.select(nodes, &cands, cap).into_iter().map(|c| c.row).collect();
+        *links = self
+            .select(nodes, &cands, cap)
+            .into_iter()
+            .map(|c| c.row)
+            .collect();
     }
 
     /// Best-first search of one layer from `eps`; returns up to `ef` nodes (accepted ones only
@@ -236,7 +275,9 @@ impl NativeGraph {
                 if cur.dist > bound && results.len() >= ef {
                     break;
                 }
-                let Some(lock) = nodes[cur.row as usize].links.get(layer) else { continue };
+                let Some(lock) = nodes[cur.row as usize].links.get(layer) else {
+                    continue;
+                };
                 let links = lock.read();
                 for &nb in links.iter() {
                     if !visited.mark(nb) {
@@ -262,15 +303,33 @@ impl NativeGraph {
     }
 
     /// Up to `ef` accepted rows nearest to `q` (rows `>= limit` are ignored), nearest first.
-    pub fn search(&self, q: &[f32], ef: usize, limit: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Cand> {
-        let Some((mut ep, top)) = *self.entry.read() else { return Vec::new() };
+    pub fn search(
+        &self,
+        q: &[f32],
+        ef: usize,
+        limit: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Cand> {
+        let Some((mut ep, top)) = *self.entry.read() else {
+            return Vec::new();
+        };
         let nodes = self.nodes.read();
         let mut d_ep = self.d(&nodes, q, ep);
         for l in (1..=top).rev() {
             (ep, d_ep) = self.greedy(&nodes, q, ep, d_ep, l);
         }
         let ok = |r: u32| (r as usize) < limit && accept(r);
-        self.search_layer(&nodes, q, &[Cand { dist: d_ep, row: ep }], ef, 0, Some(&ok))
+        self.search_layer(
+            &nodes,
+            q,
+            &[Cand {
+                dist: d_ep,
+                row: ep,
+            }],
+            ef,
+            0,
+            Some(&ok),
+        )
     }
 
     /// The adjacency of rows `0..n` (for sealing).
@@ -282,7 +341,13 @@ impl NativeGraph {
             .map(|node| {
                 node.links
                     .iter()
-                    .map(|l| l.read().iter().copied().filter(|&r| (r as usize) < n).collect())
+                    .map(|l| {
+                        l.read()
+                            .iter()
+                            .copied()
+                            .filter(|&r| (r as usize) < n)
+                            .collect()
+                    })
                     .collect()
             })
             .collect();

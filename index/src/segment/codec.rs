@@ -56,7 +56,15 @@ pub(crate) fn decode_meta(path: &Path, bytes: &[u8]) -> Result<MemoryMeta> {
         1 => Some(r.string()?),
         f => return Err(IndexError::corrupt(path, format!("row text flag {f}"))),
     };
-    Ok(MemoryMeta { id, user, payload, text, created_at_ms, last_accessed_ms, importance })
+    Ok(MemoryMeta {
+        id,
+        user,
+        payload,
+        text,
+        created_at_ms,
+        last_accessed_ms,
+        importance,
+    })
 }
 
 struct Reader<'a, 'p> {
@@ -88,34 +96,13 @@ impl<'a> Reader<'a, '_> {
 }
 
 /// Views bytes as a typed slice, or reports a corrupt (misaligned / ragged) section.
-pub(crate) fn cast<'a, T: bytemuck::Pod>(path: &Path, what: &str, bytes: &'a [u8]) -> Result<&'a [T]> {
+pub(crate) fn cast<'a, T: bytemuck::Pod>(
+    path: &Path,
+    what: &str,
+    bytes: &'a [u8],
+) -> Result<&'a [T]> {
     bytemuck::try_cast_slice(bytes)
         .map_err(|e| IndexError::corrupt(path, format!("section {what}: {e:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn meta_round_trips_and_truncation_is_an_error() {
-        let m = MemoryMeta {
-            id: "id-1".into(),
-            user: "ü".into(),
-            payload: serde_json::json!({"a": [1, 2]}),
-            text: Some("hello".into()),
-            created_at_ms: -5,
-            last_accessed_ms: 7,
-            importance: 0.5,
-        };
-        let mut b = Vec::new();
-        encode_meta(&m, &mut b);
-        let p = Path::new("x");
-        assert_eq!(decode_meta(p, &b).unwrap(), m);
-        for cut in 0..b.len() {
-            assert!(decode_meta(p, &b[..cut]).is_err(), "cut at {cut}");
-        }
-    }
 }
 
 /// Reads just (id bytes, user, created_at) of a row, without parsing the payload.
@@ -155,8 +142,34 @@ pub(crate) fn decode_dead(path: &Path, bytes: &[u8], row_count: usize) -> Result
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    if rows.len() != n || body.len() != 12 + 4 * n || rows.iter().any(|&r| r as usize >= row_count) {
+    if rows.len() != n || body.len() != 12 + 4 * n || rows.iter().any(|&r| r as usize >= row_count)
+    {
         return Err(corrupt("tombstone rows out of range"));
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips_and_truncation_is_an_error() {
+        let m = MemoryMeta {
+            id: "id-1".into(),
+            user: "ü".into(),
+            payload: serde_json::json!({"a": [1, 2]}),
+            text: Some("hello".into()),
+            created_at_ms: -5,
+            last_accessed_ms: 7,
+            importance: 0.5,
+        };
+        let mut b = Vec::new();
+        encode_meta(&m, &mut b);
+        let p = Path::new("x");
+        assert_eq!(decode_meta(p, &b).unwrap(), m);
+        for cut in 0..b.len() {
+            assert!(decode_meta(p, &b[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 }

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use super::codec::{cast, decode_attrs, decode_meta, encode_meta};
 use super::file::{self, check_crc, find, tag, Section, SegmentWriter, KIND_COLD};
 use super::SegmentInfo;
-use crate::types::activity;
 use crate::config::IndexConfig;
 use crate::deadset::DeadSet;
 use crate::distance::DistanceFn;
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
 use crate::topk::TopK;
+use crate::types::activity;
 use crate::types::{Memory, MemoryMeta, Metric};
 
 fn id_hash(id: &[u8]) -> u64 {
@@ -79,7 +79,11 @@ pub(crate) fn write(
         min.fill(0.0);
         max.fill(0.0);
     }
-    let step: Vec<f32> = min.iter().zip(&max).map(|(lo, hi)| ((hi - lo) / 255.0).max(f32::MIN_POSITIVE)).collect();
+    let step: Vec<f32> = min
+        .iter()
+        .zip(&max)
+        .map(|(lo, hi)| ((hi - lo) / 255.0).max(f32::MIN_POSITIVE))
+        .collect();
     let mut codes = Vec::with_capacity(rows.len() * dim);
     for (_, v) in rows {
         for i in 0..dim {
@@ -99,9 +103,18 @@ pub(crate) fn write(
     };
     let mut w = SegmentWriter::create(path, KIND_COLD)?;
     w.bytes(tag::INFO, &serde_json::to_vec(&info).unwrap_or_default())?;
-    w.section(tag::QUANT, [bytemuck::cast_slice::<f32, u8>(&min), bytemuck::cast_slice(&step)])?;
+    w.section(
+        tag::QUANT,
+        [
+            bytemuck::cast_slice::<f32, u8>(&min),
+            bytemuck::cast_slice(&step),
+        ],
+    )?;
     w.bytes(tag::CODES, &codes)?;
-    w.section(tag::VECTORS, rows.iter().map(|(_, v)| bytemuck::cast_slice::<f32, u8>(v)))?;
+    w.section(
+        tag::VECTORS,
+        rows.iter().map(|(_, v)| bytemuck::cast_slice::<f32, u8>(v)),
+    )?;
     let mut meta = Vec::new();
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     for (m, _) in rows {
@@ -134,7 +147,10 @@ impl ColdSegment {
         };
         let info = SegmentInfo::parse(path, &small(tag::INFO)?)?;
         if info.dimension != config.dimension || info.metric != config.metric {
-            return Err(IndexError::corrupt(path, "segment metric/dimension differ from the collection"));
+            return Err(IndexError::corrupt(
+                path,
+                "segment metric/dimension differ from the collection",
+            ));
         }
         let dim = info.dimension;
         let quant = small(tag::QUANT)?;
@@ -146,7 +162,10 @@ impl ColdSegment {
         let vectors = find(path, &sections, tag::VECTORS)?;
         let meta = find(path, &sections, tag::META)?;
         if codes.len != (info.rows * dim) as u64 || vectors.len != (info.rows * dim * 4) as u64 {
-            return Err(IndexError::corrupt(path, "code or vector section has the wrong size"));
+            return Err(IndexError::corrupt(
+                path,
+                "code or vector section has the wrong size",
+            ));
         }
         for s in [&codes, &vectors] {
             stream_crc(&file, path, s)?;
@@ -166,7 +185,8 @@ impl ColdSegment {
         let mut row_created = Vec::with_capacity(info.rows);
         let mut by_hash: Vec<(u64, u32)> = Vec::with_capacity(info.rows);
         for (row, w) in meta_offsets.windows(2).enumerate() {
-            let (id, user, created) = decode_attrs(path, &meta_bytes[w[0] as usize..w[1] as usize])?;
+            let (id, user, created) =
+                decode_attrs(path, &meta_bytes[w[0] as usize..w[1] as usize])?;
             by_hash.push((id_hash(id), row as u32));
             let next = user_ids.len() as u32;
             let uid = *user_ids.entry(user).or_insert(next);
@@ -212,9 +232,14 @@ impl ColdSegment {
 
     /// Reads a row's metadata from disk.
     pub fn meta(&self, row: u32) -> Result<MemoryMeta> {
-        let (a, b) = (self.meta_offsets[row as usize], self.meta_offsets[row as usize + 1]);
+        let (a, b) = (
+            self.meta_offsets[row as usize],
+            self.meta_offsets[row as usize + 1],
+        );
         let mut buf = vec![0u8; (b - a) as usize];
-        self.file.read_exact_at(&mut buf, self.meta.offset + a).map_err(|e| self.io(e))?;
+        self.file
+            .read_exact_at(&mut buf, self.meta.offset + a)
+            .map_err(|e| self.io(e))?;
         decode_meta(&self.path, &buf)
     }
 
@@ -223,12 +248,20 @@ impl ColdSegment {
         let d = self.info.dimension;
         let mut buf = vec![0u8; d * 4];
         let off = self.vectors.offset + (row as usize * d * 4) as u64;
-        self.file.read_exact_at(&mut buf, off).map_err(|e| self.io(e))?;
-        Ok(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        self.file
+            .read_exact_at(&mut buf, off)
+            .map_err(|e| self.io(e))?;
+        Ok(buf
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     pub fn memory(&self, row: u32) -> Result<Memory> {
-        Ok(Memory { meta: self.meta(row)?, vector: self.vector(row)? })
+        Ok(Memory {
+            meta: self.meta(row)?,
+            vector: self.vector(row)?,
+        })
     }
 
     /// The live row holding `id`, if any.
@@ -252,7 +285,8 @@ impl ColdSegment {
             return false;
         }
         let c = self.row_created[row as usize];
-        filter.created_after_ms.is_none_or(|a| c >= a) && filter.created_before_ms.is_none_or(|b| c < b)
+        filter.created_after_ms.is_none_or(|a| c >= a)
+            && filter.created_before_ms.is_none_or(|b| c < b)
     }
 
     fn full_match(&self, filter: &Filter, user: Option<u32>, row: u32) -> Result<bool> {
@@ -267,7 +301,10 @@ impl ColdSegment {
 
     pub fn matching_rows(&self, filter: &Filter) -> Result<Vec<u32>> {
         let dead = self.dead.snapshot();
-        let user = filter.user.as_ref().and_then(|u| self.user_ids.get(u).copied());
+        let user = filter
+            .user
+            .as_ref()
+            .and_then(|u| self.user_ids.get(u).copied());
         if filter.user.is_some() && user.is_none() {
             return Ok(Vec::new());
         }
@@ -308,7 +345,9 @@ impl ColdSegment {
             None => None,
         };
         let user_rows: Option<Vec<u32>> = user.map(|u| {
-            (0..self.info.rows as u32).filter(|&r| self.row_user[r as usize] == u).collect()
+            (0..self.info.rows as u32)
+                .filter(|&r| self.row_user[r as usize] == u)
+                .collect()
         });
         let mut top = TopK::new(k);
         match &user_rows {
@@ -356,7 +395,9 @@ impl ColdSegment {
             let count = SCAN_ROWS.min(rows - start);
             let chunk = &mut buf[..count * dim];
             let off = self.codes.offset + (start * dim) as u64;
-            self.file.read_exact_at(chunk, off).map_err(|e| self.io(e))?;
+            self.file
+                .read_exact_at(chunk, off)
+                .map_err(|e| self.io(e))?;
             for i in 0..count {
                 let row = (start + i) as u32;
                 if !accept(row)? {
@@ -410,12 +451,16 @@ fn stream_crc(file: &File, path: &Path, s: &Section) -> Result<()> {
     let mut done = 0u64;
     while done < s.len {
         let n = (s.len - done).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], s.offset + done).map_err(|e| IndexError::io(path, e))?;
+        file.read_exact_at(&mut buf[..n], s.offset + done)
+            .map_err(|e| IndexError::io(path, e))?;
         h.update(&buf[..n]);
         done += n as u64;
     }
     if h.finalize() != s.crc {
-        return Err(IndexError::corrupt(path, format!("section {} checksum mismatch", s.tag)));
+        return Err(IndexError::corrupt(
+            path,
+            format!("section {} checksum mismatch", s.tag),
+        ));
     }
     Ok(())
 }

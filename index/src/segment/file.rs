@@ -76,7 +76,9 @@ impl SegmentWriter {
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(|e| IndexError::io(&self.tmp, e))?;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| IndexError::io(&self.tmp, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -87,7 +89,11 @@ impl SegmentWriter {
     }
 
     /// Writes one section from byte chunks.
-    pub fn section<'a>(&mut self, tag: u32, chunks: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    pub fn section<'a>(
+        &mut self,
+        tag: u32,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         self.align()?;
         let offset = self.pos;
         let mut crc = crc32fast::Hasher::new();
@@ -95,7 +101,12 @@ impl SegmentWriter {
             crc.update(c);
             self.raw(c)?;
         }
-        self.sections.push(Section { tag, crc: crc.finalize(), offset, len: self.pos - offset });
+        self.sections.push(Section {
+            tag,
+            crc: crc.finalize(),
+            offset,
+            len: self.pos - offset,
+        });
         Ok(())
     }
 
@@ -125,7 +136,10 @@ impl SegmentWriter {
         header.extend_from_slice(&crc32fast::hash(&table).to_le_bytes());
         let io = |e| IndexError::io(&self.tmp, e);
         self.out.flush().map_err(io)?;
-        let mut file = self.out.into_inner().map_err(|e| IndexError::io(&self.tmp, e.into_error()))?;
+        let mut file = self
+            .out
+            .into_inner()
+            .map_err(|e| IndexError::io(&self.tmp, e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&header).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -138,7 +152,9 @@ impl SegmentWriter {
 /// fsyncs the directory holding `path`, so a rename or create in it is durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| IndexError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IndexError::io(dir, e))
 }
 
 /// Writes a small file atomically (tmp + fsync + rename + dir fsync).
@@ -162,7 +178,9 @@ pub(crate) fn read_table(
 ) -> Result<Vec<Section>> {
     let corrupt = |r: String| IndexError::corrupt(path, r);
     if file_len < HEADER_LEN as u64 {
-        return Err(corrupt(format!("file is {file_len} bytes, shorter than a header")));
+        return Err(corrupt(format!(
+            "file is {file_len} bytes, shorter than a header"
+        )));
     }
     let h = read(0, HEADER_LEN).map_err(|e| IndexError::io(path, e))?;
     if &h[0..8] != MAGIC {
@@ -176,15 +194,22 @@ pub(crate) fn read_table(
     };
     let version = u32_at(&h, 8);
     if version != VERSION {
-        return Err(corrupt(format!("format version {version}, this build reads {VERSION}")));
+        return Err(corrupt(format!(
+            "format version {version}, this build reads {VERSION}"
+        )));
     }
     let kind = u32_at(&h, 12);
     if kind != expect_kind {
-        return Err(corrupt(format!("segment kind {kind}, expected {expect_kind}")));
+        return Err(corrupt(format!(
+            "segment kind {kind}, expected {expect_kind}"
+        )));
     }
-    let (table_offset, table_len, table_crc) = (u64_at(&h, 16), u32_at(&h, 24) as usize, u32_at(&h, 28));
+    let (table_offset, table_len, table_crc) =
+        (u64_at(&h, 16), u32_at(&h, 24) as usize, u32_at(&h, 28));
     if table_len % ENTRY_LEN != 0 || table_offset.checked_add(table_len as u64) != Some(file_len) {
-        return Err(corrupt("section table out of bounds (truncated file?)".into()));
+        return Err(corrupt(
+            "section table out of bounds (truncated file?)".into(),
+        ));
     }
     let t = read(table_offset, table_len).map_err(|e| IndexError::io(path, e))?;
     if crc32fast::hash(&t) != table_crc {
@@ -192,18 +217,33 @@ pub(crate) fn read_table(
     }
     let mut sections = Vec::new();
     for e in t.chunks_exact(ENTRY_LEN) {
-        let s = Section { tag: u32_at(e, 0), crc: u32_at(e, 4), offset: u64_at(e, 8), len: u64_at(e, 16) };
-        if s.offset % ALIGN != 0 || s.offset.checked_add(s.len).is_none_or(|end| end > table_offset) {
+        let s = Section {
+            tag: u32_at(e, 0),
+            crc: u32_at(e, 4),
+            offset: u64_at(e, 8),
+            len: u64_at(e, 16),
+        };
+        if s.offset % ALIGN != 0
+            || s.offset
+                .checked_add(s.len)
+                .is_none_or(|end| end > table_offset)
+        {
             return Err(corrupt(format!("section {} out of bounds", s.tag)));
         }
         sections.push(s);
     }
     // Sections must not overlap, and every byte between them is zero padding: together with
     // the CRCs this means no byte of the file can change unnoticed.
-    let mut spans: Vec<(u64, u64)> = sections.iter().map(|s| (s.offset, s.offset + s.len)).collect();
+    let mut spans: Vec<(u64, u64)> = sections
+        .iter()
+        .map(|s| (s.offset, s.offset + s.len))
+        .collect();
     spans.sort_unstable();
     let mut pos = HEADER_LEN as u64;
-    for (start, end) in spans.into_iter().chain(std::iter::once((table_offset, table_offset))) {
+    for (start, end) in spans
+        .into_iter()
+        .chain(std::iter::once((table_offset, table_offset)))
+    {
         if start < pos {
             return Err(corrupt("sections overlap".into()));
         }
@@ -229,7 +269,10 @@ pub(crate) fn find(path: &Path, sections: &[Section], tag: u32) -> Result<Sectio
 /// Checks a section's CRC over bytes already in memory.
 pub(crate) fn check_crc(path: &Path, s: &Section, bytes: &[u8]) -> Result<()> {
     if crc32fast::hash(bytes) != s.crc {
-        return Err(IndexError::corrupt(path, format!("section {} checksum mismatch", s.tag)));
+        return Err(IndexError::corrupt(
+            path,
+            format!("section {} checksum mismatch", s.tag),
+        ));
     }
     Ok(())
 }

@@ -15,14 +15,14 @@ use memmap2::Mmap;
 use super::codec::{cast, decode_meta, encode_meta};
 use super::file::{self, check_crc, find, tag, SegmentWriter, KIND_WARM};
 use super::SegmentInfo;
-use crate::types::activity;
 use crate::config::{IndexConfig, WarmResidency};
 use crate::deadset::DeadSet;
 use crate::distance::DistanceFn;
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
 use crate::graph::{FlatArrays, FlatGraph};
-use crate::topk::{Cand, TopK};
+use crate::topk::plan_search;
+use crate::types::activity;
 use crate::types::MemoryMeta;
 
 pub(crate) struct WarmSegment {
@@ -64,7 +64,10 @@ pub(crate) fn write(
     w.section(
         tag::NODES0,
         rows.iter().enumerate().flat_map(|(i, (_, v))| {
-            [bytemuck::cast_slice::<u32, u8>(&graph.l0[i * slot..(i + 1) * slot]), bytemuck::cast_slice::<f32, u8>(v)]
+            [
+                bytemuck::cast_slice::<u32, u8>(&graph.l0[i * slot..(i + 1) * slot]),
+                bytemuck::cast_slice::<f32, u8>(v),
+            ]
         }),
     )?;
     w.bytes(tag::LEVELS, &graph.levels)?;
@@ -134,18 +137,26 @@ impl WarmSegment {
             info,
             map,
         };
-        seg.graph()?.check().map_err(|r| IndexError::corrupt(path, r))?;
+        seg.graph()?
+            .check()
+            .map_err(|r| IndexError::corrupt(path, r))?;
         let meta = &seg.map[meta_range];
         let offsets: &[u64] = cast(path, "meta offsets", &seg.map[offsets_range])?;
         if offsets.len() != seg.info.rows + 1 {
-            return Err(IndexError::corrupt(path, "meta offsets do not match the row count"));
+            return Err(IndexError::corrupt(
+                path,
+                "meta offsets do not match the row count",
+            ));
         }
         let mut metas = Vec::with_capacity(seg.info.rows);
         let mut by_user: HashMap<String, Vec<u32>> = HashMap::new();
         for (row, w) in offsets.windows(2).enumerate() {
             let (a, b) = (w[0] as usize, w[1] as usize);
             if a > b || b > meta.len() {
-                return Err(IndexError::corrupt(path, format!("row {row}: meta out of bounds")));
+                return Err(IndexError::corrupt(
+                    path,
+                    format!("row {row}: meta out of bounds"),
+                ));
             }
             let m = decode_meta(path, &meta[a..b])?;
             by_user.entry(m.user.clone()).or_default().push(row as u32);
@@ -220,37 +231,23 @@ impl WarmSegment {
         let accept = |r: u32| {
             !dead.contains(r) && (filter.is_empty() || filter.matches(&self.metas[r as usize]))
         };
-        let exact = |rows: &mut dyn Iterator<Item = u32>| {
-            let mut top = TopK::new(k);
-            for r in rows {
-                if accept(r) {
-                    top.push(self.dist.distance(q, g.vector(r)), r);
-                }
-            }
-            top.into_sorted()
-        };
-        let posting = filter.user.as_ref().map(|u| self.by_user.get(u).map_or(&[][..], |v| &v[..]));
-        let found: Vec<Cand> = match posting {
-            Some(p) if p.len() <= exact_threshold.max(k) => exact(&mut p.iter().copied()),
-            _ if n <= exact_threshold => exact(&mut (0..n as u32)),
-            _ => {
-                let mut hits = if filter.is_empty() && dead.count() == 0 {
-                    g.search(&self.dist, q, ef, |_| true)
-                } else {
-                    g.search(&self.dist, q, ef, accept)
-                };
-                if hits.len() < k {
-                    match posting {
-                        Some(p) => exact(&mut p.iter().copied()),
-                        None => exact(&mut (0..n as u32)),
-                    }
-                } else {
-                    hits.truncate(k);
-                    hits
-                }
+        let posting = filter
+            .user
+            .as_ref()
+            .map(|u| self.by_user.get(u).map_or(&[][..], |v| &v[..]));
+        let distance = |r: u32| self.dist.distance(q, g.vector(r));
+        let walk = || {
+            if filter.is_empty() && dead.count() == 0 {
+                g.search(&self.dist, q, ef, |_| true)
+            } else {
+                g.search(&self.dist, q, ef, accept)
             }
         };
-        Ok(found.into_iter().map(|c| (c.dist, self.metas[c.row as usize].clone())).collect())
+        let found = plan_search(k, n, exact_threshold, posting, &accept, &distance, walk);
+        Ok(found
+            .into_iter()
+            .map(|c| (c.dist, self.metas[c.row as usize].clone()))
+            .collect())
     }
 
     /// Removes the segment's files. Searches still holding the segment keep working: the
@@ -264,7 +261,8 @@ impl WarmSegment {
 /// Copies a segment into anonymous memory backed by transparent huge pages where the kernel
 /// allows it: random graph walks then miss the TLB far less than on 4 KiB file pages.
 fn load_resident(path: &Path, mapped: &Mmap) -> Result<Mmap> {
-    let mut anon = memmap2::MmapMut::map_anon(mapped.len().max(1)).map_err(|e| IndexError::io(path, e))?;
+    let mut anon =
+        memmap2::MmapMut::map_anon(mapped.len().max(1)).map_err(|e| IndexError::io(path, e))?;
     #[cfg(target_os = "linux")]
     let _ = anon.advise(memmap2::Advice::HugePage);
     anon[..mapped.len()].copy_from_slice(mapped);

@@ -60,12 +60,18 @@ enum Target {
 impl TieredIndex {
     /// One pass of the aging policy at wall-clock time `now_ms`.
     pub fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport> {
-        let mut report = MaintenanceReport { promoted: self.promote_recalled(now_ms)?, ..Default::default() };
+        let mut report = MaintenanceReport {
+            promoted: self.promote_recalled(now_ms)?,
+            ..Default::default()
+        };
         let policy = self.config.policy;
         let seal = {
             let st = self.state.read();
             st.hot.row_count() >= policy.hot_max_memories
-                || st.hot.oldest_activity_ms().is_some_and(|t| now_ms - t > policy.hot_max_age_ms)
+                || st
+                    .hot
+                    .oldest_activity_ms()
+                    .is_some_and(|t| now_ms - t > policy.hot_max_age_ms)
         };
         if seal {
             report.sealed = self.seal_hot()?;
@@ -78,11 +84,21 @@ impl TieredIndex {
         let (warm_dirty, cold_dirty) = {
             let st = self.state.read();
             let heavy = |rows: usize, live: usize| {
-                rows > 0 && (rows - live) as f64 >= policy.compact_dead_fraction * rows as f64 && rows > live
+                rows > 0
+                    && (rows - live) as f64 >= policy.compact_dead_fraction * rows as f64
+                    && rows > live
             };
             (
-                st.warm.iter().filter(|s| heavy(s.rows(), s.live_count())).map(|s| s.id).collect::<Vec<_>>(),
-                st.cold.iter().filter(|s| heavy(s.rows(), s.live_count())).map(|s| s.id).collect::<Vec<_>>(),
+                st.warm
+                    .iter()
+                    .filter(|s| heavy(s.rows(), s.live_count()))
+                    .map(|s| s.id)
+                    .collect::<Vec<_>>(),
+                st.cold
+                    .iter()
+                    .filter(|s| heavy(s.rows(), s.live_count()))
+                    .map(|s| s.id)
+                    .collect::<Vec<_>>(),
             )
         };
         for id in warm_dirty {
@@ -104,7 +120,8 @@ impl TieredIndex {
             .map(|s| s.id)
             .collect();
         if let Some(cap) = policy.warm_max_memories {
-            let mut by_age: Vec<&Arc<WarmSegment>> = st.warm.iter().filter(|s| !ids.contains(&s.id)).collect();
+            let mut by_age: Vec<&Arc<WarmSegment>> =
+                st.warm.iter().filter(|s| !ids.contains(&s.id)).collect();
             by_age.sort_by_key(|s| s.info.newest_activity_ms);
             let mut live: usize = by_age.iter().map(|s| s.live_count()).sum();
             for s in by_age {
@@ -140,7 +157,13 @@ impl TieredIndex {
             }
         };
         let rows = frozen.rows_snapshot();
-        let result = self.build_and_swap(Source::Hot(frozen.generation), rows, Target::Warm, Some(&frozen), watermark);
+        let result = self.build_and_swap(
+            Source::Hot(frozen.generation),
+            rows,
+            Target::Warm,
+            Some(&frozen),
+            watermark,
+        );
         if let Err(e) = &result {
             // The frozen rows stay searchable as the sealing tier; the next pass retries.
             tracing::warn!(dir = %self.dir.display(), error = %e, "seal failed; will retry");
@@ -169,7 +192,11 @@ impl TieredIndex {
                         let dead = s.dead.snapshot();
                         let mut rows = Vec::with_capacity(s.live_count());
                         for r in 0..s.rows() as u32 {
-                            let v: Arc<[f32]> = if dead.contains(r) { Arc::from(Vec::new()) } else { s.vector(r)?.into() };
+                            let v: Arc<[f32]> = if dead.contains(r) {
+                                Arc::from(Vec::new())
+                            } else {
+                                s.vector(r)?.into()
+                            };
                             rows.push((s.meta(r), v));
                         }
                         rows
@@ -196,7 +223,9 @@ impl TieredIndex {
             }
         };
         let watermark = self.state.read().watermark;
-        Ok(self.build_and_swap(source, rows, target, None, watermark)?.is_some())
+        Ok(self
+            .build_and_swap(source, rows, target, None, watermark)?
+            .is_some())
     }
 
     /// Builds the new segment from the live rows of `rows` (dead ones have an empty vector or
@@ -241,7 +270,10 @@ impl TieredIndex {
                         None => {
                             // Rebuild the graph over the surviving rows.
                             let tmp = HotTier::new(&self.config, u64::MAX, kept.len());
-                            let rows: Vec<u32> = kept.iter().map(|(m, v)| tmp.append(m.clone(), v.clone())).collect();
+                            let rows: Vec<u32> = kept
+                                .iter()
+                                .map(|(m, v)| tmp.append(m.clone(), v.clone()))
+                                .collect();
                             tmp.link(&rows);
                             FlatArrays::from_export(&tmp.export_graph(), 2 * tmp.m(), tmp.m())
                         }
@@ -275,7 +307,8 @@ impl TieredIndex {
             let id = &kept[new as usize].0.id;
             // Cold rows are not in the location map: their liveness is their tombstone bit.
             let live_here = !source_dead(&st, old)
-                && (matches!(source, Source::Cold(_)) || st.locations.get(id) == Some(&source.loc(old)));
+                && (matches!(source, Source::Cold(_))
+                    || st.locations.get(id) == Some(&source.loc(old)));
             if live_here {
                 match new_loc(new) {
                     loc @ Loc::Warm { .. } => {
@@ -295,11 +328,19 @@ impl TieredIndex {
             }
         }
         let removed_warm = match source {
-            Source::Warm(s) => st.warm.iter().position(|x| x.id == s).map(|i| st.warm.remove(i)),
+            Source::Warm(s) => st
+                .warm
+                .iter()
+                .position(|x| x.id == s)
+                .map(|i| st.warm.remove(i)),
             _ => None,
         };
         let removed_cold = match source {
-            Source::Cold(s) => st.cold.iter().position(|x| x.id == s).map(|i| st.cold.remove(i)),
+            Source::Cold(s) => st
+                .cold
+                .iter()
+                .position(|x| x.id == s)
+                .map(|i| st.cold.remove(i)),
             _ => None,
         };
         if let Source::Hot(_) = source {

@@ -130,7 +130,11 @@ impl State {
     fn new_hot(&mut self, config: &IndexConfig) -> Arc<HotTier> {
         let generation = self.next_generation;
         self.next_generation += 1;
-        Arc::new(HotTier::new(config, generation, config.policy.hot_max_memories))
+        Arc::new(HotTier::new(
+            config,
+            generation,
+            config.policy.hot_max_memories,
+        ))
     }
 }
 
@@ -219,7 +223,10 @@ impl TieredIndex {
             for (meta, vector) in items {
                 let id = meta.id.clone();
                 let row = hot.append(meta, vector);
-                let new = Loc::Hot { generation: hot.generation, row };
+                let new = Loc::Hot {
+                    generation: hot.generation,
+                    row,
+                };
                 if let Some(old) = st.locations.insert(id, new) {
                     st.kill(old);
                 }
@@ -252,7 +259,9 @@ impl VectorIndex for TieredIndex {
     }
 
     fn upsert_batch(&self, memories: Vec<Memory>) -> Result<()> {
-        memories.iter().try_for_each(|m| self.config.validate_memory(m))?;
+        memories
+            .iter()
+            .try_for_each(|m| self.config.validate_memory(m))?;
         let items = memories
             .into_iter()
             .map(|m| {
@@ -283,7 +292,11 @@ impl VectorIndex for TieredIndex {
                 }
             }
             for s in &st.warm {
-                ids.extend(s.matching_rows(filter).into_iter().map(|r| s.meta(r).id.clone()));
+                ids.extend(
+                    s.matching_rows(filter)
+                        .into_iter()
+                        .map(|r| s.meta(r).id.clone()),
+                );
             }
             for s in &st.cold {
                 for r in s.matching_rows(filter)? {
@@ -301,14 +314,23 @@ impl VectorIndex for TieredIndex {
 
     fn get(&self, id: &str) -> Result<Option<Memory>> {
         let st = self.state.read();
-        let Some(loc) = st.locate(id)? else { return Ok(None) };
+        let Some(loc) = st.locate(id)? else {
+            return Ok(None);
+        };
         Ok(match loc {
-            Loc::Hot { generation, row } => st
-                .hot_tier(generation)
-                .and_then(|h| h.row(row))
-                .map(|(m, v)| Memory { meta: (*m).clone(), vector: v.to_vec() }),
+            Loc::Hot { generation, row } => {
+                st.hot_tier(generation)
+                    .and_then(|h| h.row(row))
+                    .map(|(m, v)| Memory {
+                        meta: (*m).clone(),
+                        vector: v.to_vec(),
+                    })
+            }
             Loc::Warm { segment, row } => match st.warm_segment(segment) {
-                Some(s) => Some(Memory { meta: (*s.meta(row)).clone(), vector: s.vector(row)?.to_vec() }),
+                Some(s) => Some(Memory {
+                    meta: (*s.meta(row)).clone(),
+                    vector: s.vector(row)?.to_vec(),
+                }),
                 None => None,
             },
             Loc::Cold { segment, row } => match st.cold_segment(segment) {
@@ -325,18 +347,28 @@ impl VectorIndex for TieredIndex {
         let threshold = self.config.exact_scan_threshold;
         let (hot, warm, cold) = {
             let st = self.state.read();
-            let hot: Vec<Arc<HotTier>> = std::iter::once(st.hot.clone()).chain(st.sealing.clone()).collect();
+            let hot: Vec<Arc<HotTier>> = std::iter::once(st.hot.clone())
+                .chain(st.sealing.clone())
+                .collect();
             (hot, st.warm.clone(), st.cold.clone())
         };
         let mut found: Vec<(f32, Arc<MemoryMeta>, Tier)> = Vec::new();
         if req.tiers.includes(Tier::Hot) {
             for h in &hot {
-                found.extend(h.search(&q, k, ef, filter, threshold).into_iter().map(|(d, m)| (d, m, Tier::Hot)));
+                found.extend(
+                    h.search(&q, k, ef, filter, threshold)
+                        .into_iter()
+                        .map(|(d, m)| (d, m, Tier::Hot)),
+                );
             }
         }
         if req.tiers.includes(Tier::Warm) {
             for s in &warm {
-                found.extend(s.search(&q, k, ef, filter, threshold)?.into_iter().map(|(d, m)| (d, m, Tier::Warm)));
+                found.extend(
+                    s.search(&q, k, ef, filter, threshold)?
+                        .into_iter()
+                        .map(|(d, m)| (d, m, Tier::Warm)),
+                );
             }
         }
         let distinct = found.iter().map(|f| &f.1.id).collect::<HashSet<_>>().len();
@@ -356,11 +388,20 @@ impl VectorIndex for TieredIndex {
         found.truncate(k);
         if self.config.policy.promote_on_recall {
             let mut queue = self.promote_queue.lock();
-            queue.extend(found.iter().filter(|f| f.2 == Tier::Cold).map(|f| f.1.id.clone()));
+            queue.extend(
+                found
+                    .iter()
+                    .filter(|f| f.2 == Tier::Cold)
+                    .map(|f| f.1.id.clone()),
+            );
         }
         Ok(found
             .into_iter()
-            .map(|(d, meta, tier)| Hit { meta, score: self.dist.score(d), tier })
+            .map(|(d, meta, tier)| Hit {
+                meta,
+                score: self.dist.score(d),
+                tier,
+            })
             .collect())
     }
 

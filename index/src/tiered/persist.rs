@@ -53,7 +53,10 @@ impl TieredIndex {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| IndexError::io(&dir, e))?;
         if dir.join(MANIFEST).exists() {
-            return Err(IndexError::InvalidConfig(format!("{} already holds an index", dir.display())));
+            return Err(IndexError::InvalidConfig(format!(
+                "{} already holds an index",
+                dir.display()
+            )));
         }
         let index = Self::assemble(dir, config, Vec::new(), Vec::new(), 0, 0);
         index.persist_locked(&index.state.read())?;
@@ -75,13 +78,18 @@ impl TieredIndex {
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| IndexError::corrupt(&mpath, format!("manifest: {e}")))?;
         if m.format != FORMAT {
-            return Err(IndexError::corrupt(&mpath, format!("manifest format {}", m.format)));
+            return Err(IndexError::corrupt(
+                &mpath,
+                format!("manifest format {}", m.format),
+            ));
         }
         let mut m = m;
         let (dimension, metric) = (m.config.dimension, m.config.metric);
         tweak(&mut m.config);
         if (m.config.dimension, m.config.metric) != (dimension, metric) {
-            return Err(IndexError::InvalidConfig("dimension and metric are fixed at creation".into()));
+            return Err(IndexError::InvalidConfig(
+                "dimension and metric are fixed at creation".into(),
+            ));
         }
         m.config.validate()?;
         let warm = m
@@ -165,7 +173,8 @@ impl TieredIndex {
                 if dead.contains(row) {
                     continue;
                 }
-                if let Some(old) = locations.insert(m.id.clone(), Loc::Warm { segment: s.id, row }) {
+                if let Some(old) = locations.insert(m.id.clone(), Loc::Warm { segment: s.id, row })
+                {
                     st.kill(old);
                     dup += 1;
                 }

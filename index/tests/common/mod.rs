@@ -55,8 +55,15 @@ pub enum Kind {
     Mixed,
 }
 
-pub const KINDS: [Kind; 7] =
-    [Kind::Oracle, Kind::HotGraph, Kind::Hot, Kind::HotHnswRs, Kind::WarmGraph, Kind::Cold, Kind::Mixed];
+pub const KINDS: [Kind; 7] = [
+    Kind::Oracle,
+    Kind::HotGraph,
+    Kind::Hot,
+    Kind::HotHnswRs,
+    Kind::WarmGraph,
+    Kind::Cold,
+    Kind::Mixed,
+];
 
 pub struct Subject {
     pub kind: Kind,
@@ -72,7 +79,10 @@ impl Subject {
         let mut config = IndexConfig::new(dim, metric);
         config.hnsw.ef_search = 400;
         config.policy.promote_on_recall = false;
-        if matches!(kind, Kind::HotGraph | Kind::HotHnswRs | Kind::WarmGraph | Kind::Mixed) {
+        if matches!(
+            kind,
+            Kind::HotGraph | Kind::HotHnswRs | Kind::WarmGraph | Kind::Mixed
+        ) {
             config.exact_scan_threshold = 0;
         }
         if kind == Kind::HotHnswRs {
@@ -81,11 +91,18 @@ impl Subject {
         let (index, tiered): (Arc<dyn VectorIndex>, Option<Arc<TieredIndex>>) = match kind {
             Kind::Oracle => (Arc::new(BruteForce::new(config).expect("config")), None),
             _ => {
-                let t = Arc::new(TieredIndex::create(dir.path().join("idx"), config).expect("create"));
+                let t =
+                    Arc::new(TieredIndex::create(dir.path().join("idx"), config).expect("create"));
                 (t.clone(), Some(t))
             }
         };
-        Subject { kind, index, tiered, settles: std::cell::Cell::new(0), dir }
+        Subject {
+            kind,
+            index,
+            tiered,
+            settles: std::cell::Cell::new(0),
+            dir,
+        }
     }
 
     pub fn tiered(&self) -> Option<&TieredIndex> {
@@ -128,28 +145,67 @@ impl Subject {
 pub fn check_search(s: &Subject, oracle: &BruteForce, req: &SearchRequest) -> f64 {
     let got = s.index.search(req).expect("search");
     let want = oracle.search(req).expect("oracle search");
-    assert_eq!(got.len(), want.len(), "{:?}: result count for {:?}", s.kind, req.filter);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{:?}: result count for {:?}",
+        s.kind,
+        req.filter
+    );
     let mut seen = std::collections::HashSet::new();
     for w in got.windows(2) {
         assert!(w[0].score >= w[1].score - 1e-5, "{:?}: not sorted", s.kind);
     }
     for h in &got {
-        assert!(seen.insert(h.id().to_string()), "{:?}: duplicate {}", s.kind, h.id());
-        let truth = oracle.get(h.id()).expect("get").unwrap_or_else(|| panic!("{:?}: returned deleted {}", s.kind, h.id()));
-        assert!(req.filter.matches(&truth.meta), "{:?}: {} does not match the filter", s.kind, h.id());
-        assert_eq!(*h.meta, truth.meta, "{:?}: stale metadata for {}", s.kind, h.id());
+        assert!(
+            seen.insert(h.id().to_string()),
+            "{:?}: duplicate {}",
+            s.kind,
+            h.id()
+        );
+        let truth = oracle
+            .get(h.id())
+            .expect("get")
+            .unwrap_or_else(|| panic!("{:?}: returned deleted {}", s.kind, h.id()));
+        assert!(
+            req.filter.matches(&truth.meta),
+            "{:?}: {} does not match the filter",
+            s.kind,
+            h.id()
+        );
+        assert_eq!(
+            *h.meta,
+            truth.meta,
+            "{:?}: stale metadata for {}",
+            s.kind,
+            h.id()
+        );
         let exact = exact_score(oracle, req, &truth);
-        assert!((h.score - exact).abs() < 1e-3 * (1.0 + exact.abs()), "{:?}: score {} vs {}", s.kind, h.score, exact);
+        assert!(
+            (h.score - exact).abs() < 1e-3 * (1.0 + exact.abs()),
+            "{:?}: score {} vs {}",
+            s.kind,
+            h.score,
+            exact
+        );
     }
     let want_ids: std::collections::HashSet<&str> = want.iter().map(Hit::id).collect();
     let overlap = got.iter().filter(|h| want_ids.contains(h.id())).count();
-    let recall = if want.is_empty() { 1.0 } else { overlap as f64 / want.len() as f64 };
+    let recall = if want.is_empty() {
+        1.0
+    } else {
+        overlap as f64 / want.len() as f64
+    };
     if s.exact() {
         // Ties at the boundary may swap equal-score ids; compare the score lists.
         let gs: Vec<f32> = got.iter().map(|h| h.score).collect();
         let ws: Vec<f32> = want.iter().map(|h| h.score).collect();
         for (g, w) in gs.iter().zip(&ws) {
-            assert!((g - w).abs() < 1e-4, "{:?}: scores {gs:?} vs exact {ws:?}", s.kind);
+            assert!(
+                (g - w).abs() < 1e-4,
+                "{:?}: scores {gs:?} vs exact {ws:?}",
+                s.kind
+            );
         }
     }
     recall
@@ -158,7 +214,9 @@ pub fn check_search(s: &Subject, oracle: &BruteForce, req: &SearchRequest) -> f6
 fn exact_score(oracle: &BruteForce, req: &SearchRequest, m: &Memory) -> f32 {
     let one = BruteForce::new(oracle.config().clone()).expect("config");
     one.upsert(m.clone()).expect("upsert");
-    one.search(&SearchRequest::new(req.vector.clone(), 1)).expect("search")[0].score
+    one.search(&SearchRequest::new(req.vector.clone(), 1))
+        .expect("search")[0]
+        .score
 }
 
 pub fn filters() -> Vec<Filter> {
@@ -167,13 +225,27 @@ pub fn filters() -> Vec<Filter> {
         Filter::default(),
         Filter::user("u3"),
         Filter::default().and("topic", Op::Eq(json!("food"))),
-        Filter::default().and("n", Op::Range { gte: Some(3.0), lte: Some(9.0) }),
+        Filter::default().and(
+            "n",
+            Op::Range {
+                gte: Some(3.0),
+                lte: Some(9.0),
+            },
+        ),
         Filter::default().and("topic", Op::In(vec![json!("work"), json!("music")])),
         Filter::default().and("src.app", Op::Eq(json!("chat"))),
         Filter::default().created_between(Some(1_050), Some(1_150)),
-        Filter::user("u1").and("n", Op::Range { gte: None, lte: Some(5.0) }),
+        Filter::user("u1").and(
+            "n",
+            Op::Range {
+                gte: None,
+                lte: Some(5.0),
+            },
+        ),
         // Very selective: a handful of memories.
-        Filter::default().and("n", Op::Eq(json!(16))).and("topic", Op::Eq(json!("food"))),
+        Filter::default()
+            .and("n", Op::Eq(json!(16)))
+            .and("topic", Op::Eq(json!("food"))),
         // Matches nothing.
         Filter::user("nobody"),
     ]

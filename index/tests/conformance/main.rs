@@ -41,7 +41,11 @@ fn get_returns_what_was_written() {
         assert_eq!(s.index.len(), 50, "{:?}", s.kind);
         for i in 0..50 {
             let id = format!("m{i}");
-            let got = s.index.get(&id).unwrap().unwrap_or_else(|| panic!("{:?}: {id} missing", s.kind));
+            let got = s
+                .index
+                .get(&id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{:?}: {id} missing", s.kind));
             let want = oracle.get(&id).unwrap().unwrap();
             assert_eq!(got.meta, want.meta, "{:?}", s.kind);
             for (a, b) in got.vector.iter().zip(&want.vector) {
@@ -56,19 +60,30 @@ fn get_returns_what_was_written() {
 fn upsert_replaces_by_id_in_every_tier() {
     for_each_subject(Metric::Cosine, |s, oracle| {
         let mut rng = Rng(2);
-        write_both(s, oracle, (0..120).map(|i| memory(&mut rng, i, 6, DIM)).collect());
+        write_both(
+            s,
+            oracle,
+            (0..120).map(|i| memory(&mut rng, i, 6, DIM)).collect(),
+        );
         s.settle();
         // Replace a third of them with new vectors and payloads.
         let replaced: Vec<Memory> = (0..120)
             .step_by(3)
-            .map(|i| memory(&mut rng, i, 6, DIM).with_payload(json!({"topic": "replaced", "n": 99})))
+            .map(|i| {
+                memory(&mut rng, i, 6, DIM).with_payload(json!({"topic": "replaced", "n": 99}))
+            })
             .collect();
         write_both(s, oracle, replaced.clone());
         s.settle();
         assert_eq!(s.index.len(), 120, "{:?}", s.kind);
         for m in &replaced {
             let got = s.index.get(m.id()).unwrap().unwrap();
-            assert_eq!(got.meta.payload, json!({"topic": "replaced", "n": 99}), "{:?}", s.kind);
+            assert_eq!(
+                got.meta.payload,
+                json!({"topic": "replaced", "n": 99}),
+                "{:?}",
+                s.kind
+            );
             // Searching with the new vector finds it; the old version is never returned.
             let hits = s.index.search(&all_tiers(5, m.vector.clone())).unwrap();
             assert_eq!(hits[0].id(), m.id(), "{:?}", s.kind);
@@ -96,7 +111,10 @@ fn deletes_are_honoured_in_every_tier() {
         s.settle();
         assert_eq!(s.index.len(), oracle.len(), "{:?}", s.kind);
         for m in &batch {
-            assert_eq!(s.index.get(m.id()).unwrap().is_some(), oracle.get(m.id()).unwrap().is_some());
+            assert_eq!(
+                s.index.get(m.id()).unwrap().is_some(),
+                oracle.get(m.id()).unwrap().is_some()
+            );
         }
         // A deleted memory's own vector does not bring it back.
         let gone = &batch[0];
@@ -112,11 +130,23 @@ fn deletes_are_honoured_in_every_tier() {
 fn delete_by_filter_removes_exactly_the_matches() {
     for_each_subject(Metric::Cosine, |s, oracle| {
         let mut rng = Rng(4);
-        write_both(s, oracle, (0..200).map(|i| memory(&mut rng, i, 8, DIM)).collect());
+        write_both(
+            s,
+            oracle,
+            (0..200).map(|i| memory(&mut rng, i, 8, DIM)).collect(),
+        );
         s.settle();
-        for f in [Filter::user("u2"), Filter::default().and("topic", Op::Eq(json!("travel")))] {
+        for f in [
+            Filter::user("u2"),
+            Filter::default().and("topic", Op::Eq(json!("travel"))),
+        ] {
             let n = s.index.delete_by_filter(&f).unwrap();
-            assert_eq!(n, oracle.delete_by_filter(&f).unwrap(), "{:?}: {f:?}", s.kind);
+            assert_eq!(
+                n,
+                oracle.delete_by_filter(&f).unwrap(),
+                "{:?}: {f:?}",
+                s.kind
+            );
             assert!(n > 0);
         }
         s.settle();
@@ -132,9 +162,17 @@ fn filtered_search_matches_the_oracle() {
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
         for_each_subject(metric, |s, oracle| {
             let mut rng = Rng(5);
-            write_both(s, oracle, (0..400).map(|i| memory(&mut rng, i, 10, DIM)).collect());
+            write_both(
+                s,
+                oracle,
+                (0..400).map(|i| memory(&mut rng, i, 10, DIM)).collect(),
+            );
             s.settle();
-            write_both(s, oracle, (400..500).map(|i| memory(&mut rng, i, 10, DIM)).collect());
+            write_both(
+                s,
+                oracle,
+                (400..500).map(|i| memory(&mut rng, i, 10, DIM)).collect(),
+            );
             s.settle();
             let mut recall = 0.0;
             let mut n = 0;
@@ -146,7 +184,11 @@ fn filtered_search_matches_the_oracle() {
                 }
             }
             let recall = recall / n as f64;
-            assert!(recall >= 0.9, "{:?} {metric:?}: mean recall {recall}", s.kind);
+            assert!(
+                recall >= 0.9,
+                "{:?} {metric:?}: mean recall {recall}",
+                s.kind
+            );
         });
     }
 }
@@ -180,16 +222,21 @@ fn bad_input_is_rejected_and_changes_nothing() {
         s.settle();
         let before = s.index.get("m0").unwrap();
         let good = memory(&mut rng, 1, 1, DIM);
-        let mut cases: Vec<(Memory, fn(&IndexError) -> bool)> = Vec::new();
+        type Expect = fn(&IndexError) -> bool;
+        let mut cases: Vec<(Memory, Expect)> = Vec::new();
         let mut m = good.clone();
         m.vector.pop();
         cases.push((m, |e| matches!(e, IndexError::DimensionMismatch { expected: DIM, got } if *got == DIM - 1)));
         let mut m = good.clone();
         m.vector[3] = f32::NAN;
-        cases.push((m, |e| matches!(e, IndexError::NonFiniteVector { position: 3, .. })));
+        cases.push((m, |e| {
+            matches!(e, IndexError::NonFiniteVector { position: 3, .. })
+        }));
         let mut m = good.clone();
         m.vector[0] = f32::INFINITY;
-        cases.push((m, |e| matches!(e, IndexError::NonFiniteVector { position: 0, .. })));
+        cases.push((m, |e| {
+            matches!(e, IndexError::NonFiniteVector { position: 0, .. })
+        }));
         let mut m = good.clone();
         m.vector.clear();
         cases.push((m, |e| matches!(e, IndexError::EmptyVector)));
@@ -204,7 +251,15 @@ fn bad_input_is_rejected_and_changes_nothing() {
         cases.push((m, |e| matches!(e, IndexError::InvalidPayload(_))));
         let mut m = good.clone();
         m.meta.payload = json!({"big": "x".repeat(70_000)});
-        cases.push((m, |e| matches!(e, IndexError::TooLarge { field: "payload", .. })));
+        cases.push((m, |e| {
+            matches!(
+                e,
+                IndexError::TooLarge {
+                    field: "payload",
+                    ..
+                }
+            )
+        }));
         let mut m = good.clone();
         m.meta.importance = f32::NAN;
         cases.push((m, |e| matches!(e, IndexError::InvalidImportance(_))));
@@ -214,8 +269,17 @@ fn bad_input_is_rejected_and_changes_nothing() {
             assert!(expected(&err), "{:?}: unexpected error {err:?}", s.kind);
             assert!(err.is_invalid_input());
             let err = s.index.upsert_batch(vec![good.clone(), bad]).unwrap_err();
-            assert!(expected(&err), "{:?}: unexpected batch error {err:?}", s.kind);
-            assert_eq!(s.index.len(), 1, "{:?}: a failed batch wrote something", s.kind);
+            assert!(
+                expected(&err),
+                "{:?}: unexpected batch error {err:?}",
+                s.kind
+            );
+            assert_eq!(
+                s.index.len(),
+                1,
+                "{:?}: a failed batch wrote something",
+                s.kind
+            );
             assert!(s.index.get(good.id()).unwrap().is_none());
         }
         assert_eq!(s.index.get("m0").unwrap(), before, "{:?}", s.kind);
@@ -228,13 +292,17 @@ fn bad_input_is_rejected_and_changes_nothing() {
             SearchRequest::new(q.clone(), 0),
             SearchRequest::new(q.clone(), 1_000_000),
             SearchRequest::new(q.clone(), 5).with_ef(0),
-            SearchRequest::new(q.clone(), 5).with_filter(Filter::default().and("", Op::Eq(json!(1)))),
+            SearchRequest::new(q.clone(), 5)
+                .with_filter(Filter::default().and("", Op::Eq(json!(1)))),
         ];
         for req in bad_searches {
             let err = s.index.search(&req).unwrap_err();
             assert!(err.is_invalid_input(), "{:?}: {err:?}", s.kind);
         }
-        let err = s.index.delete_by_filter(&Filter::default().and("a", Op::In(vec![]))).unwrap_err();
+        let err = s
+            .index
+            .delete_by_filter(&Filter::default().and("a", Op::In(vec![])))
+            .unwrap_err();
         assert!(matches!(err, IndexError::InvalidFilter(_)));
         assert_eq!(s.index.len(), 1);
     });
@@ -259,19 +327,33 @@ fn auto_tier_selection_reaches_cold_only_when_needed() {
     let old: Vec<Memory> = (0..50).map(|i| memory(&mut rng, i, 2, DIM)).collect();
     s.index.upsert_batch(old.clone()).unwrap();
     s.settle(); // → cold
-    s.index.upsert_batch((50..100).map(|i| memory(&mut rng, i, 2, DIM)).collect()).unwrap();
+    s.index
+        .upsert_batch((50..100).map(|i| memory(&mut rng, i, 2, DIM)).collect())
+        .unwrap();
     assert_eq!(t.tier_of("m0"), Some(engram_index::Tier::Cold));
     assert_eq!(t.tier_of("m60"), Some(engram_index::Tier::Hot));
     // Enough results in hot: auto does not read cold.
-    let hits = s.index.search(&SearchRequest::new(old[0].vector.clone(), 5)).unwrap();
+    let hits = s
+        .index
+        .search(&SearchRequest::new(old[0].vector.clone(), 5))
+        .unwrap();
     assert!(hits.iter().all(|h| h.tier == engram_index::Tier::Hot));
     // A filter only cold memories pass: auto falls through to cold.
     let f = Filter::default().created_between(None, Some(1_050));
-    let hits = s.index.search(&SearchRequest::new(old[0].vector.clone(), 5).with_filter(f)).unwrap();
+    let hits = s
+        .index
+        .search(&SearchRequest::new(old[0].vector.clone(), 5).with_filter(f))
+        .unwrap();
     assert_eq!(hits.len(), 5);
     assert_eq!(hits[0].id(), "m0");
     assert!(hits.iter().all(|h| h.tier == engram_index::Tier::Cold));
     // Explicit tiers are honoured.
-    let hot_only = SearchRequest::new(old[0].vector.clone(), 5).with_tiers(TierSelection::only(engram_index::Tier::Hot));
-    assert!(s.index.search(&hot_only).unwrap().iter().all(|h| h.tier == engram_index::Tier::Hot));
+    let hot_only = SearchRequest::new(old[0].vector.clone(), 5)
+        .with_tiers(TierSelection::only(engram_index::Tier::Hot));
+    assert!(s
+        .index
+        .search(&hot_only)
+        .unwrap()
+        .iter()
+        .all(|h| h.tier == engram_index::Tier::Hot));
 }
