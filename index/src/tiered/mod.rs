@@ -253,6 +253,14 @@ impl TieredIndex {
     }
 }
 
+fn distinct_ids(found: &[(f32, Arc<MemoryMeta>, Tier)]) -> usize {
+    found
+        .iter()
+        .map(|f| f.1.id.as_str())
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 impl VectorIndex for TieredIndex {
     fn config(&self) -> &IndexConfig {
         &self.config
@@ -371,20 +379,28 @@ impl VectorIndex for TieredIndex {
                 );
             }
         }
-        let distinct = found.iter().map(|f| &f.1.id).collect::<HashSet<_>>().len();
-        let want_cold = req.tiers.includes(Tier::Cold)
-            || (req.tiers == crate::types::TierSelection::Auto && distinct < k);
+        let auto = req.tiers == crate::types::TierSelection::Auto;
+        let want_cold = req.tiers.includes(Tier::Cold) || (auto && distinct_ids(&found) < k);
+        let mut sources = usize::from(!found.is_empty());
         if want_cold {
             for s in &cold {
                 // For the cold tier, the breadth is the number of candidates re-ranked exactly.
                 let candidates = req.ef.unwrap_or(k * self.config.cold_rerank_factor).max(k);
                 let hits = s.search(&q, k, filter, candidates, threshold)?;
+                sources += usize::from(!hits.is_empty());
                 found.extend(hits.into_iter().map(|(d, _, m)| (d, m, Tier::Cold)));
             }
         }
         found.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut seen = HashSet::new();
-        found.retain(|f| seen.insert(f.1.id.clone()));
+        // Each tier instance returns an id at most once, and a memory is live in one place;
+        // only results merged from several sources can repeat an id (a seal or demotion
+        // swapped in between two tier searches).
+        if sources > 1 || hot.len() + warm.len() > 1 {
+            let mut ids = HashSet::with_capacity(found.len());
+            let keep: Vec<bool> = found.iter().map(|f| ids.insert(f.1.id.as_str())).collect();
+            let mut it = keep.into_iter();
+            found.retain(|_| it.next().unwrap_or(false));
+        }
         found.truncate(k);
         if self.config.policy.promote_on_recall {
             let mut queue = self.promote_queue.lock();
