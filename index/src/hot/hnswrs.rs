@@ -133,7 +133,7 @@ impl HnswRsGraph {
     }
 }
 
-/// Keeps `Cand` in scope for callers that re-score hnsw_rs hits.
+/// Re-scores hnsw_rs hits with the exact distance (hnsw_rs ranks by its mapped distance).
 pub(crate) fn rescored(
     dist: &DistanceFn,
     q: &[f32],
