@@ -6,6 +6,10 @@
 
 DATASET ?= ../shared/datasets/glove-6b-50-angular-10k
 
+# RocksDB's C++ is compiled through ccache when it is installed (scripts/setup.sh installs it).
+# Only PATH changes, never CC/CXX, so builds with and without ccache share one target dir.
+export PATH := /usr/lib/ccache:$(PATH)
+
 .PHONY: bench test
 bench:
 	benches/compare-index.sh $(DATASET)

@@ -171,6 +171,22 @@ impl TieredIndex {
         result.map(|n| n.unwrap_or(0))
     }
 
+    /// Makes everything applied so far durable in the segments: seals the hot tier, saves the
+    /// tombstones, and — when nothing is left in memory — advances the watermark to the last
+    /// `mark_applied` sequence. Returns the watermark: the caller may forget its log up to it.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.seal_hot()?;
+        let _m = self.maintenance.lock();
+        let _w = self.writer.lock();
+        let mut st = self.state.write();
+        if st.hot.row_count() == 0 && st.sealing.is_none() {
+            let applied = self.applied.load(std::sync::atomic::Ordering::SeqCst);
+            st.watermark = st.watermark.max(applied);
+        }
+        self.persist_locked(&st)?;
+        Ok(st.watermark)
+    }
+
     /// Moves every warm segment to the cold tier now, whatever its age (operators, tests).
     pub fn demote_all_warm(&self) -> Result<usize> {
         let ids: Vec<u64> = self.state.read().warm.iter().map(|s| s.id).collect();
