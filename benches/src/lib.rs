@@ -5,8 +5,11 @@
 //!   single-thread QPS, plus build / seal / reopen times and resident memory ([`index`]).
 //!   `benches/peers/peers.py` runs hnswlib and FAISS on the same data for a side-by-side
 //!   ratio; `benches/compare-index.sh` runs both back to back.
+//! - `engram-bench raft`: replication on a local three-node cluster — write throughput and
+//!   commit latency, idle cost of many groups, leader failover time ([`raft`]).
 
 pub mod index;
+pub mod raft;
 pub mod rss;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Build an index from a dataset; report recall@k and single-thread QPS per ef and tier.
     Index(index::IndexArgs),
+    /// Replication on a local 3-node cluster: throughput and commit latency, idle-group CPU,
+    /// leader failover time.
+    Raft(raft::RaftArgs),
     /// (internal) Reopen a built index in a fresh process and measure it.
     #[command(hide = true)]
     Reopen(index::ReopenArgs),
@@ -30,6 +36,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Index(args) => index::run(args),
+        Command::Raft(args) => raft::run(args),
         Command::Reopen(args) => index::reopen(args),
     }
 }

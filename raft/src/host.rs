@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,8 @@ pub struct Group {
     /// When the leader was last heard from, and when to elect if it stays silent.
     pub(crate) contact: Mutex<Contact>,
     election: (u64, u64),
+    /// Leader last seen by the metrics loop (0: none), to count leader changes.
+    pub(crate) last_leader: AtomicU64,
 }
 
 impl Group {
@@ -159,11 +161,22 @@ impl RaftHost {
     /// Opens the node's store and every group recorded in it. The data dir is bound to one
     /// node id forever: opening it under another id is refused.
     pub async fn open(config: HostConfig) -> Result<Arc<Self>, RaftError> {
+        let t = &config.timing;
+        // With quiet groups openraft's election timer is off and its election timeout only sets
+        // the leader lease (a follower refuses votes for `election_timeout_max` after its last
+        // append). Ending the lease when our failure detector may first fire lets the first
+        // candidate win instead of being refused until the lease runs out.
+        let (el_min, el_max) = if t.quiet_groups {
+            let max = t.election_min_ms;
+            ((max / 2).max(t.heartbeat_ms + 1), max)
+        } else {
+            (t.election_min_ms, t.election_max_ms)
+        };
         let raft_config = Config {
             cluster_name: "engram".into(),
-            heartbeat_interval: config.timing.heartbeat_ms,
-            election_timeout_min: config.timing.election_min_ms,
-            election_timeout_max: config.timing.election_max_ms,
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: el_min,
+            election_timeout_max: el_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.timing.keep_after_snapshot,
             purge_batch_size: 256,
@@ -211,10 +224,12 @@ impl RaftHost {
         for gid in hosted {
             host.start_group(gid).await?;
         }
-        if host.config.timing.quiet_groups {
-            let interval = Duration::from_millis(host.config.timing.heartbeat_ms.max(1));
-            tokio::spawn(crate::liveness::run(Arc::downgrade(&host), interval));
-        }
+        let interval = Duration::from_millis(host.config.timing.heartbeat_ms.max(1));
+        tokio::spawn(crate::liveness::run(
+            Arc::downgrade(&host),
+            interval,
+            host.config.timing.quiet_groups,
+        ));
         Ok(host)
     }
 
@@ -247,6 +262,10 @@ impl RaftHost {
             self.config.timing.election_min_ms,
             self.config.timing.election_max_ms,
         )
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.read().len()
     }
 
     /// Every hosted group.
@@ -315,6 +334,7 @@ impl RaftHost {
                 self.config.timing.election_min_ms,
                 self.config.timing.election_max_ms,
             ),
+            last_leader: AtomicU64::new(0),
         });
         self.groups.write().insert(gid, group.clone());
         Ok(group)
@@ -354,11 +374,12 @@ impl RaftHost {
     pub async fn write(&self, gid: GroupId, req: ShardRequest) -> Result<WriteAck, RaftError> {
         let g = self.require(gid)?;
         let started = Instant::now();
-        let resp = g
-            .raft
-            .client_write(req)
-            .await
-            .map_err(|e| write_err(gid, e))?;
+        let resp = g.raft.client_write(req).await.map_err(|e| {
+            let e = write_err(gid, e);
+            metrics::counter!("engram_raft_proposals_dropped_total", "reason" => drop_reason(&e))
+                .increment(1);
+            e
+        })?;
         metrics::histogram!("engram_raft_commit_seconds").record(started.elapsed().as_secs_f64());
         ack(gid, resp.data)
     }
@@ -590,6 +611,15 @@ impl PeerServerHandle {
     /// Abrupt stop: connections are dropped at once (simulates a crashed server task).
     pub fn abort(self) {
         self.task.abort();
+    }
+}
+
+fn drop_reason(e: &RaftError) -> &'static str {
+    match e {
+        RaftError::NotLeader { .. } => "not_leader",
+        RaftError::Membership { .. } => "membership",
+        RaftError::Unavailable { .. } => "unavailable",
+        _ => "other",
     }
 }
 

@@ -12,12 +12,19 @@
 //! - [`host`]: [`RaftHost`], the node's multi-Raft runtime (groups, writes, reads,
 //!   membership changes).
 //!
+//! - [`local`]: a cluster of hosts in one process on loopback, for tests and benchmarks.
+//!
 //! See `docs/adr/0004-multi-raft.md` for the choices and their measurements.
+
+// openraft's `StorageError` (the error type its storage traits require) is large; boxing it
+// in our helpers would only move the allocation.
+#![allow(clippy::result_large_err)]
 
 pub mod command;
 pub mod error;
 pub mod host;
 mod liveness;
+pub mod local;
 pub mod network;
 pub mod server;
 pub mod storage;

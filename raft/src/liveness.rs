@@ -59,8 +59,9 @@ pub(crate) fn random_timeout(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// The node's liveness loop; stops when the host is dropped or shut down.
-pub(crate) async fn run(host: Weak<RaftHost>, interval: Duration) {
+/// The node's liveness loop (node heartbeats and elections for quiet groups, when `quiet`) and
+/// node-level Raft gauges; stops when the host is dropped or shut down.
+pub(crate) async fn run(host: Weak<RaftHost>, interval: Duration, quiet: bool) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,11 +70,11 @@ pub(crate) async fn run(host: Weak<RaftHost>, interval: Duration) {
         if host.is_shut_down() {
             return;
         }
-        round(&host, interval).await;
+        round(&host, interval, quiet).await;
     }
 }
 
-async fn round(host: &Arc<RaftHost>, interval: Duration) {
+async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
     let me = host.node_id();
     let (min_ms, max_ms) = host.election_timeout_ms();
     let mut beats: HashMap<NodeId, (PeerNode, Vec<GroupBeat>)> = HashMap::new();
@@ -81,10 +82,24 @@ async fn round(host: &Arc<RaftHost>, interval: Duration) {
     let now = Instant::now();
     let mut log_entries = 0u64;
     let mut leaders = 0u64;
+    let mut apply_lag = 0u64;
     for g in host.groups() {
         let m = g.raft.metrics();
         let m = m.borrow();
         log_entries += crate::storage::log::log_len(m.purged, m.last_log_index);
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        apply_lag = apply_lag.max(m.last_log_index.unwrap_or(0).saturating_sub(applied));
+        let leader = m.current_leader.unwrap_or(0);
+        if g.last_leader
+            .swap(leader, std::sync::atomic::Ordering::Relaxed)
+            != leader
+            && leader != 0
+        {
+            metrics::counter!("engram_raft_leader_changes_total").increment(1);
+        }
+        if !quiet {
+            continue;
+        }
         match m.state {
             ServerState::Leader => {
                 leaders += 1;
@@ -124,6 +139,11 @@ async fn round(host: &Arc<RaftHost>, interval: Duration) {
         }
     }
     metrics::gauge!("engram_raft_log_entries").set(log_entries as f64);
+    metrics::gauge!("engram_raft_apply_lag_entries").set(apply_lag as f64);
+    metrics::gauge!("engram_raft_groups").set(host.group_count() as f64);
+    if !quiet {
+        return;
+    }
     metrics::gauge!("engram_raft_groups_led").set(leaders as f64);
     for g in elect {
         tracing::info!(

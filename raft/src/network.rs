@@ -493,3 +493,121 @@ async fn send_snapshot(
     metrics::counter!("engram_raft_snapshots_sent_total").increment(1);
     decode(&resp.payload).map_err(streaming_net)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::snapshot::{SnapshotFile, SnapshotWriter};
+    use crate::types::SnapshotMeta;
+    use engram_api::peer::peer_server::{Peer, PeerServer};
+    use engram_api::peer::{
+        FetchShardRequest, HeartbeatRequest, HeartbeatResponse, InstallSnapshotResponse,
+        RaftBatchRequest, RaftBatchResponse, ShardChunk,
+    };
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A peer that accepts a snapshot stream and then never reads it (a peer cut off
+    /// mid-transfer, as far as the sender can tell).
+    struct StalledPeer;
+
+    #[tonic::async_trait]
+    impl Peer for StalledPeer {
+        async fn raft_batch(
+            &self,
+            _: Request<RaftBatchRequest>,
+        ) -> Result<Response<RaftBatchResponse>, Status> {
+            Ok(Response::new(RaftBatchResponse { replies: vec![] }))
+        }
+        async fn heartbeat(
+            &self,
+            _: Request<HeartbeatRequest>,
+        ) -> Result<Response<HeartbeatResponse>, Status> {
+            Ok(Response::new(HeartbeatResponse {
+                lagging_groups: vec![],
+            }))
+        }
+        async fn install_snapshot(
+            &self,
+            _stream: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<InstallSnapshotResponse>, Status> {
+            std::future::pending().await
+        }
+        type FetchShardStream =
+            std::pin::Pin<Box<dyn futures::Stream<Item = Result<ShardChunk, Status>> + Send>>;
+        async fn fetch_shard(
+            &self,
+            _: Request<FetchShardRequest>,
+        ) -> Result<Response<Self::FetchShardStream>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_to_a_stalled_peer_fails_within_the_chunk_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(StalledPeer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        // A 32 MiB snapshot: far more than HTTP/2 flow control lets through unread.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snap");
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                10,
+            )),
+            last_membership: Default::default(),
+            snapshot_id: "10-1-test".into(),
+        };
+        let mut w = SnapshotWriter::create(&path, &meta).unwrap();
+        let value = vec![7u8; 1 << 20];
+        for i in 0..32u32 {
+            w.frame(&i.to_be_bytes(), &value).unwrap();
+        }
+        w.finish().unwrap();
+
+        let config = TransportConfig {
+            snapshot_chunk_bytes: 256 << 10,
+            snapshot_chunk_timeout: Duration::from_millis(300),
+            snapshot_timeout: Duration::from_secs(20),
+            ..TransportConfig::default()
+        };
+        let pool = PeerPool::new(1, "token", config);
+        let mut factory = GroupNetworkFactory { group: 1, pool };
+        let mut net = factory
+            .new_client(2, &PeerNode::new(addr.to_string(), "z"))
+            .await;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(15),
+            net.full_snapshot(
+                Vote::new_committed(1, 1),
+                Snapshot {
+                    meta,
+                    snapshot: Box::new(SnapshotFile { path }),
+                },
+                std::future::pending::<ReplicationClosed>(),
+                RPCOption::new(Duration::from_secs(1)),
+            ),
+        )
+        .await
+        .expect("the sender must give up by itself, not hang");
+        let err = result.expect_err("a stalled peer cannot have installed the snapshot");
+        assert!(
+            matches!(
+                err,
+                StreamingError::Unreachable(_) | StreamingError::Timeout(_)
+            ),
+            "unexpected error: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gave up only after {:?}",
+            started.elapsed()
+        );
+        server.abort();
+    }
+}

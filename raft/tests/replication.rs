@@ -213,3 +213,37 @@ async fn followers_refuse_writes_and_name_the_leader() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_linearizable_on_the_leader_and_bounded_on_followers() {
+    let c = TestCluster::start(3, test_timing()).await;
+    c.create_groups([9], &[0, 1, 2]).await;
+    c.write(9, create_collection("mem"), T).await.unwrap();
+    let ack = c
+        .write(9, upsert("mem", vec![memory(1, "u")]), T)
+        .await
+        .unwrap();
+    let leader = c.leader(9, T).await;
+    let follower = (leader + 1) % 3;
+
+    // Leader: read index confirms leadership; the acknowledged write is visible.
+    let state = c.host(leader).linearizable(9).await.unwrap();
+    assert!(state.get("mem", "m1").unwrap().is_some());
+    // A follower refuses linearizable reads and names the leader.
+    assert!(matches!(
+        c.host(follower).linearizable(9).await,
+        Err(RaftError::NotLeader { .. })
+    ));
+
+    // Follower read: says how stale it is; once applied it has the write.
+    c.wait_applied(9, ack.index, &[follower], T).await;
+    let (state, staleness) = c.host(follower).follower_read(9).unwrap();
+    assert!(staleness.applied_index >= ack.index);
+    assert!(staleness.known_committed >= staleness.applied_index);
+    let since = staleness
+        .since_leader_contact
+        .expect("a follower that applied a write has heard from its leader");
+    assert!(since < Duration::from_secs(5), "stale contact: {since:?}");
+    assert!(state.get("mem", "m1").unwrap().is_some());
+    c.shutdown().await;
+}

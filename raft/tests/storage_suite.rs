@@ -35,11 +35,11 @@ impl StoreBuilder<TypeConfig, LogStore, ShardStateMachine, TempDir> for RocksBui
 }
 
 #[test]
-fn openraft_storage_suite_group_1() -> Result<(), StorageError> {
-    Suite::test_all(RocksBuilder { group: 1 })
+fn openraft_storage_suite_group_1() {
+    Suite::test_all(RocksBuilder { group: 1 }).expect("storage suite");
 }
 
 #[test]
-fn openraft_storage_suite_group_max() -> Result<(), StorageError> {
-    Suite::test_all(RocksBuilder { group: u64::MAX })
+fn openraft_storage_suite_group_max() {
+    Suite::test_all(RocksBuilder { group: u64::MAX }).expect("storage suite");
 }

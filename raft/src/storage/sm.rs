@@ -568,7 +568,11 @@ impl ShardState {
                     Err(e) => return reject(&e),
                 };
                 let mut deleted = Vec::new();
+                let mut seen = std::collections::HashSet::with_capacity(ids.len());
                 for id in ids {
+                    if !seen.insert(id.as_str()) {
+                        continue;
+                    }
                     let k = keys::record_key(self.gid, collection, id);
                     if self
                         .store
@@ -576,7 +580,6 @@ impl ShardState {
                         .get_pinned_cf(&cf, &k)
                         .map_err(storage_rocks)?
                         .is_some()
-                        && !deleted.contains(id)
                     {
                         batch.delete_cf(&cf, k);
                         deleted.push(id.clone());

@@ -14,6 +14,9 @@ use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"ENGSNAP1";
 
+/// One key/value pair of a snapshot.
+pub type Frame = (Vec<u8>, Vec<u8>);
+
 /// A snapshot's data: a file on the local disk (openraft's `SnapshotData`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
@@ -182,7 +185,7 @@ impl SnapshotReader {
     }
 
     /// The next (key, value), or `None` after the trailer verified.
-    pub fn next_frame(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, SnapshotError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, SnapshotError> {
         if self.finished {
             return Ok(None);
         }
@@ -254,7 +257,7 @@ mod tests {
         w.finish().unwrap();
     }
 
-    fn read_all(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SnapshotError> {
+    fn read_all(path: &Path) -> Result<Vec<Frame>, SnapshotError> {
         let mut r = SnapshotReader::open(path)?;
         let mut out = Vec::new();
         while let Some(f) = r.next_frame()? {
