@@ -166,20 +166,22 @@ impl RaftHost {
         // the leader lease (a follower refuses votes for `election_timeout_max` after its last
         // append). Ending the lease when our failure detector may first fire lets the first
         // candidate win instead of being refused until the lease runs out.
-        let (el_min, el_max) = if t.quiet_groups {
+        // openraft's heartbeat interval then only sets its tick period and the append-entries
+        // RPC timeout: half the lease is kinder to fsync stalls and wakes idle groups less.
+        let (hb, el_min, el_max) = if t.quiet_groups {
             let max = t.election_min_ms;
-            ((max / 2).max(t.heartbeat_ms + 1), max)
+            let hb = (max / 2).saturating_sub(1).max(t.heartbeat_ms);
+            (hb, (hb + 1).max(max / 2), max)
         } else {
-            (t.election_min_ms, t.election_max_ms)
+            (t.heartbeat_ms, t.election_min_ms, t.election_max_ms)
         };
         let raft_config = Config {
             cluster_name: "engram".into(),
-            heartbeat_interval: t.heartbeat_ms,
+            heartbeat_interval: hb,
             election_timeout_min: el_min,
             election_timeout_max: el_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.timing.keep_after_snapshot,
-            purge_batch_size: 256,
             max_payload_entries: 512,
             enable_heartbeat: !config.timing.quiet_groups,
             enable_elect: !config.timing.quiet_groups,
@@ -442,6 +444,53 @@ impl RaftHost {
         loop {
             if let Some(l) = rx.borrow().current_leader {
                 return Ok(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(RaftError::Unavailable {
+                        group: gid,
+                        message: "raft stopped".into(),
+                    })
+                }
+                Err(_) => return Err(RaftError::Timeout(timeout)),
+            }
+        }
+    }
+
+    /// Builds a snapshot of `gid` on this replica now and purges its log up to it (minus
+    /// nothing: replicas that are behind then catch up by snapshot). Operators and tests.
+    pub async fn compact(&self, gid: GroupId, timeout: Duration) -> Result<u64, RaftError> {
+        let g = self.require(gid)?;
+        let target = g.state.applied_index();
+        let unavailable = |e: openraft::error::Fatal<NodeId>| RaftError::Unavailable {
+            group: gid,
+            message: e.to_string(),
+        };
+        g.raft.trigger().snapshot().await.map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = g.raft.metrics();
+        let snap = loop {
+            let s = rx.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+            if s >= target {
+                break s;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(RaftError::Unavailable {
+                        group: gid,
+                        message: "raft stopped".into(),
+                    })
+                }
+                Err(_) => return Err(RaftError::Timeout(timeout)),
+            }
+        };
+        g.raft.trigger().purge_log(snap).await.map_err(unavailable)?;
+        loop {
+            let p = rx.borrow().purged.map(|l| l.index).unwrap_or(0);
+            if p >= snap {
+                return Ok(snap);
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
