@@ -486,7 +486,11 @@ impl RaftHost {
                 Err(_) => return Err(RaftError::Timeout(timeout)),
             }
         };
-        g.raft.trigger().purge_log(snap).await.map_err(unavailable)?;
+        g.raft
+            .trigger()
+            .purge_log(snap)
+            .await
+            .map_err(unavailable)?;
         loop {
             let p = rx.borrow().purged.map(|l| l.index).unwrap_or(0);
             if p >= snap {
