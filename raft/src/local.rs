@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::command::ShardRequest;
 use crate::error::RaftError;
 use crate::host::{HostConfig, PeerServerHandle, RaftHost, RaftTiming, WriteAck};
+use crate::storage::Durability;
 use crate::types::{GroupId, NodeId, PeerNode};
 
 /// One node of a [`LocalCluster`].
@@ -30,6 +31,8 @@ pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     pub timing: RaftTiming,
     pub peer_token: String,
+    /// Durability of nodes started (or restarted) from now on.
+    pub durability: Durability,
     next_id: NodeId,
 }
 
@@ -45,6 +48,7 @@ impl LocalCluster {
             nodes: Vec::new(),
             timing,
             peer_token: "local-cluster-peer-token".into(),
+            durability: Durability::default(),
             next_id: 1,
         };
         for _ in 0..n {
@@ -56,6 +60,7 @@ impl LocalCluster {
     fn config(&self, id: NodeId, dir: PathBuf) -> HostConfig {
         let mut cfg = HostConfig::new(id, dir, self.peer_token.clone());
         cfg.timing = self.timing.clone();
+        cfg.durability = self.durability;
         cfg
     }
 

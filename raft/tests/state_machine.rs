@@ -195,7 +195,19 @@ async fn idempotent_retry_returns_first_answer_and_writes_nothing() {
 }
 
 async fn restart_keeps_everything(timing: engram_raft::RaftTiming, writes: u64) {
-    let mut c = single(timing).await;
+    restart_keeps_everything_with(timing, writes, engram_raft::Durability::Sync).await
+}
+
+async fn restart_keeps_everything_with(
+    timing: engram_raft::RaftTiming,
+    writes: u64,
+    durability: engram_raft::Durability,
+) {
+    let mut c = TestCluster::start(0, timing).await;
+    c.durability = durability;
+    c.add_node().await;
+    c.create_groups([G], &[0]).await;
+    c.leader(G, T).await;
     c.write(G, create_collection("mem"), T).await.unwrap();
     let mut last = 0;
     for n in 0..writes {
@@ -260,4 +272,15 @@ async fn restart_after_snapshots_and_log_compaction() {
     t.snapshot_every_entries = 10;
     t.keep_after_snapshot = 2;
     restart_keeps_everything(t, 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_durability_acknowledges_and_survives_a_clean_restart() {
+    // Acks come without waiting for an fsync; the WAL is synced every 20 ms and on close.
+    restart_keeps_everything_with(
+        test_timing(),
+        30,
+        engram_raft::Durability::Periodic { interval_ms: 20 },
+    )
+    .await;
 }
