@@ -439,27 +439,11 @@ impl RaftHost {
     /// Waits until `gid` has a leader (or the deadline passes).
     pub async fn wait_leader(&self, gid: GroupId, timeout: Duration) -> Result<NodeId, RaftError> {
         let g = self.require(gid)?;
-        let mut rx = g.raft.metrics();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(l) = rx.borrow().current_leader {
-                return Ok(l);
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(RaftError::Unavailable {
-                        group: gid,
-                        message: "raft stopped".into(),
-                    })
-                }
-                Err(_) => return Err(RaftError::Timeout(timeout)),
-            }
-        }
+        wait_metrics(&g, timeout, |m| m.current_leader).await
     }
 
-    /// Builds a snapshot of `gid` on this replica now and purges its log up to it (minus
-    /// nothing: replicas that are behind then catch up by snapshot). Operators and tests.
+    /// Builds a snapshot of `gid` on this replica now and purges its log up to it: replicas
+    /// that are behind then catch up by snapshot. Operators and tests.
     pub async fn compact(&self, gid: GroupId, timeout: Duration) -> Result<u64, RaftError> {
         let g = self.require(gid)?;
         let target = g.state.applied_index();
@@ -468,45 +452,20 @@ impl RaftHost {
             message: e.to_string(),
         };
         g.raft.trigger().snapshot().await.map_err(unavailable)?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = g.raft.metrics();
-        let snap = loop {
-            let s = rx.borrow().snapshot.map(|l| l.index).unwrap_or(0);
-            if s >= target {
-                break s;
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(RaftError::Unavailable {
-                        group: gid,
-                        message: "raft stopped".into(),
-                    })
-                }
-                Err(_) => return Err(RaftError::Timeout(timeout)),
-            }
-        };
+        let snap = wait_metrics(&g, timeout, |m| {
+            m.snapshot.map(|l| l.index).filter(|&s| s >= target)
+        })
+        .await?;
         g.raft
             .trigger()
             .purge_log(snap)
             .await
             .map_err(unavailable)?;
-        loop {
-            let p = rx.borrow().purged.map(|l| l.index).unwrap_or(0);
-            if p >= snap {
-                return Ok(snap);
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(RaftError::Unavailable {
-                        group: gid,
-                        message: "raft stopped".into(),
-                    })
-                }
-                Err(_) => return Err(RaftError::Timeout(timeout)),
-            }
-        }
+        wait_metrics(&g, timeout, |m| {
+            m.purged.map(|l| l.index).filter(|&p| p >= snap)
+        })
+        .await?;
+        Ok(snap)
     }
 
     // ---- membership: one change at a time, driven by the control plane ----
@@ -664,6 +623,31 @@ impl PeerServerHandle {
     /// Abrupt stop: connections are dropped at once (simulates a crashed server task).
     pub fn abort(self) {
         self.task.abort();
+    }
+}
+
+/// Waits until `f` finds what it looks for in the group's metrics, or `timeout` passes.
+async fn wait_metrics<T>(
+    g: &Group,
+    timeout: Duration,
+    mut f: impl FnMut(&RaftMetrics) -> Option<T>,
+) -> Result<T, RaftError> {
+    let mut rx = g.raft.metrics();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f(&rx.borrow()) {
+            return Ok(v);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(RaftError::Unavailable {
+                    group: g.id,
+                    message: "raft stopped".into(),
+                })
+            }
+            Err(_) => return Err(RaftError::Timeout(timeout)),
+        }
     }
 }
 

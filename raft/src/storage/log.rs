@@ -64,13 +64,10 @@ impl LogStore {
             return Ok(Vec::new());
         }
         let cf = self.store.cf(CF_LOG)?;
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::log_key(self.gid, to).to_vec());
-        let start = keys::log_key(self.gid, from);
-        let it = self.store.db().iterator_cf_opt(
-            &cf,
-            ro,
-            IteratorMode::From(&start, Direction::Forward),
+        let it = self.store.range(
+            cf,
+            &keys::log_key(self.gid, from),
+            keys::log_key(self.gid, to),
         );
         let mut out = Vec::new();
         for kv in it {
@@ -83,14 +80,9 @@ impl LogStore {
     /// First index physically in the log, if any.
     pub(crate) fn first_physical(&self) -> Result<Option<u64>, StorageError> {
         let cf = self.store.cf(CF_LOG)?;
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::group_end(self.gid));
-        let start = keys::log_key(self.gid, 0);
-        let mut it = self.store.db().iterator_cf_opt(
-            &cf,
-            ro,
-            IteratorMode::From(&start, Direction::Forward),
-        );
+        let mut it = self
+            .store
+            .range(cf, &keys::log_key(self.gid, 0), keys::group_end(self.gid));
         match it.next() {
             None => Ok(None),
             Some(kv) => {

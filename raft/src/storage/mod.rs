@@ -224,6 +224,22 @@ impl NodeStore {
         self.db.write_opt(batch, &wo).map_err(storage_rocks)
     }
 
+    /// Iterates `cf` over `[from, to)` in key order.
+    pub(crate) fn range(
+        &self,
+        cf: &ColumnFamily,
+        from: &[u8],
+        to: impl Into<Vec<u8>>,
+    ) -> rocksdb::DBIteratorWithThreadMode<'_, DB> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(to.into());
+        self.db.iterator_cf_opt(
+            cf,
+            ro,
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+        )
+    }
+
     pub(crate) fn get<T: DeserializeOwned>(
         &self,
         cf: &str,

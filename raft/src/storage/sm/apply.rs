@@ -7,7 +7,7 @@ use engram_api::ErrorCode;
 use engram_index::collections::validate_collection_name;
 use engram_index::{Filter, IndexConfig, IndexError, Memory, TieredIndex, VectorIndex};
 use openraft::{EntryPayload, RaftLogId};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
 use super::{
     index_storage_error, remove_dir, Collection, IdemEntry, ShardState, StoredRecord,
@@ -158,16 +158,10 @@ impl ShardState {
     ) -> Result<(), StorageError> {
         let cf = self.store.cf(CF_SHARD)?;
         let prefix = keys::shard_key(self.gid, keys::SHARD_IDEM_ORDER, &[]);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::idem_order_key(
-            self.gid,
-            now.saturating_sub(self.idempotency_window_ms),
-            0,
-        ));
-        let it = self.store.db().iterator_cf_opt(
-            &cf,
-            ro,
-            IteratorMode::From(&prefix, Direction::Forward),
+        let it = self.store.range(
+            cf,
+            &prefix,
+            keys::idem_order_key(self.gid, now.saturating_sub(self.idempotency_window_ms), 0),
         );
         for kv in it.take(IDEM_EXPIRE_PER_APPLY) {
             let (k, v) = kv.map_err(storage_rocks)?;

@@ -21,7 +21,7 @@ use engram_index::{Hit, IndexConfig, IndexError, Memory, SearchRequest, TieredIn
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use self::apply::replay_into;
@@ -152,13 +152,7 @@ impl ShardState {
     ) -> Result<(), StorageError> {
         let cf = self.store.cf(CF_SHARD)?;
         let prefix = keys::records_prefix(self.gid, collection);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
-        let it = self.store.db().iterator_cf_opt(
-            &cf,
-            ro,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
+        let it = self.store.range(cf, &prefix, keys::prefix_end(&prefix));
         for kv in it {
             let (k, v) = kv.map_err(storage_rocks)?;
             f(k.to_vec(), decode(&v, "record")?)?;
@@ -265,13 +259,7 @@ impl ShardState {
     fn stored_configs(&self) -> Result<Vec<(String, IndexConfig)>, StorageError> {
         let cf = self.store.cf(CF_SHARD)?;
         let prefix = keys::shard_key(self.gid, keys::SHARD_COLLECTION, &[]);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
-        let it = self.store.db().iterator_cf_opt(
-            &cf,
-            ro,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
+        let it = self.store.range(cf, &prefix, keys::prefix_end(&prefix));
         let mut out = Vec::new();
         for kv in it {
             let (k, v) = kv.map_err(storage_rocks)?;
