@@ -493,12 +493,8 @@ impl RaftHost {
         gid: GroupId,
         voters: BTreeSet<NodeId>,
     ) -> Result<(), RaftError> {
-        let g = self.require(gid)?;
-        g.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+        self.change_membership(gid, ChangeMembers::ReplaceAllVoters(voters))
             .await
-            .map(|_| ())
-            .map_err(|e| write_err(gid, e))
     }
 
     /// Removes learners (or non-voting members) from the group.
@@ -507,9 +503,18 @@ impl RaftHost {
         gid: GroupId,
         nodes: BTreeSet<NodeId>,
     ) -> Result<(), RaftError> {
+        self.change_membership(gid, ChangeMembers::RemoveNodes(nodes))
+            .await
+    }
+
+    async fn change_membership(
+        &self,
+        gid: GroupId,
+        change: ChangeMembers<NodeId, PeerNode>,
+    ) -> Result<(), RaftError> {
         let g = self.require(gid)?;
         g.raft
-            .change_membership(ChangeMembers::RemoveNodes(nodes), false)
+            .change_membership(change, false)
             .await
             .map(|_| ())
             .map_err(|e| write_err(gid, e))
