@@ -65,6 +65,16 @@ pub enum Command {
     },
     /// A no-op write: used to measure the replication path without index cost, and by reads
     /// that need a fresh commit.
+    /// Compare-and-set of one key of the group's small versioned key-value space (the
+    /// placement driver keeps the cluster map here). `expect_version`: `None` = write
+    /// unconditionally, `Some(0)` = only if absent, `Some(v)` = only if the key is at version
+    /// `v`. The new version is the entry's log index. A mismatch is rejected with
+    /// `STALE_EPOCH` and writes nothing.
+    KvCas {
+        key: String,
+        expect_version: Option<u64>,
+        value: Vec<u8>,
+    },
     Noop,
 }
 
@@ -185,7 +195,8 @@ impl Outcome {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (wall clock).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -24,15 +24,13 @@ pub struct PeerService {
     host: Arc<RaftHost>,
 }
 
-/// The tonic server for `host`'s peer service, guarded by its peer token.
-pub fn peer_server(
-    host: Arc<RaftHost>,
-) -> tonic::service::interceptor::InterceptedService<
-    PeerServer<PeerService>,
-    impl tonic::service::Interceptor + Clone,
-> {
-    let token = host.peer_token().to_string();
-    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+/// The interceptor guarding every service on the peer port: calls without the cluster's peer
+/// token are refused with `Unauthenticated`. Other node-to-node services reuse it.
+pub fn peer_auth(
+    token: &str,
+) -> impl tonic::service::Interceptor + Clone + Send + Sync + 'static {
+    let token = token.to_string();
+    move |req: Request<()>| -> Result<Request<()>, Status> {
         let given = req
             .metadata()
             .get(PEER_TOKEN_HEADER)
@@ -45,7 +43,17 @@ pub fn peer_server(
                 "peer RPCs need the cluster's peer credential; client credentials are not accepted here",
             ))
         }
-    };
+    }
+}
+
+/// The tonic server for `host`'s peer service, guarded by its peer token.
+pub fn peer_server(
+    host: Arc<RaftHost>,
+) -> tonic::service::interceptor::InterceptedService<
+    PeerServer<PeerService>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let check = peer_auth(host.peer_token());
     let server = PeerServer::new(PeerService { host })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);

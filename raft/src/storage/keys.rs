@@ -10,6 +10,7 @@
 //! | `shard` | gid · 0x03 · collection · 0x00 · id   | postcard `StoredRecord`       |
 //! | `shard` | gid · 0x04 · idempotency key          | postcard `IdemEntry`          |
 //! | `shard` | gid · 0x05 · ts (i64 BE) · index      | idempotency key (expiry order)|
+//! | `shard` | gid · 0x06 · key                      | postcard `KvEntry` (versioned)|
 //! | `meta`  | `group/` · gid                        | postcard `GroupMeta`          |
 
 use crate::types::GroupId;
@@ -30,6 +31,7 @@ pub const SHARD_COLLECTION: u8 = 2;
 pub const SHARD_RECORD: u8 = 3;
 pub const SHARD_IDEM: u8 = 4;
 pub const SHARD_IDEM_ORDER: u8 = 5;
+pub const SHARD_KV: u8 = 6;
 
 pub fn group_prefix(gid: GroupId) -> [u8; 8] {
     gid.to_be_bytes()
@@ -92,6 +94,10 @@ pub fn record_key(gid: GroupId, collection: &str, id: &str) -> Vec<u8> {
         SHARD_RECORD,
         &[collection.as_bytes(), &[0], id.as_bytes()],
     )
+}
+
+pub fn kv_key(gid: GroupId, key: &str) -> Vec<u8> {
+    shard_key(gid, SHARD_KV, &[key.as_bytes()])
 }
 
 pub fn idem_key(gid: GroupId, key: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use openraft::{EntryPayload, RaftLogId};
 use rocksdb::WriteBatch;
 
 use super::{
-    index_storage_error, remove_dir, Collection, IdemEntry, ShardState, StoredRecord,
+    index_storage_error, remove_dir, Collection, IdemEntry, KvEntry, ShardState, StoredRecord,
     IDEM_EXPIRE_PER_APPLY,
 };
 use crate::command::{Command, Outcome, ShardRequest, ShardResponse};
@@ -198,6 +198,35 @@ impl ShardState {
                 upserted: 0,
                 deleted: 0,
             })),
+            Command::KvCas {
+                key,
+                expect_version,
+                value,
+            } => {
+                let k = keys::kv_key(self.gid, key);
+                let current = self
+                    .store
+                    .get::<KvEntry>(CF_SHARD, &k)?
+                    .map(|e| e.version)
+                    .unwrap_or(0);
+                if let Some(expected) = expect_version {
+                    if *expected != current {
+                        return Ok(Err((
+                            ErrorCode::StaleEpoch,
+                            format!("key {key:?} is at version {current}, the write expected {expected}"),
+                        )));
+                    }
+                }
+                let entry = KvEntry {
+                    version: index,
+                    value: value.clone(),
+                };
+                batch.put_cf(&cf, k, encode(&entry)?);
+                Ok(Ok(Outcome::Written {
+                    upserted: 1,
+                    deleted: 0,
+                }))
+            }
             Command::CreateCollection { name, config_json } => {
                 if let Err(e) = validate_collection_name(name) {
                     return reject(&e);

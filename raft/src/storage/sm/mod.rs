@@ -49,6 +49,13 @@ struct AppliedState {
     membership: StoredMembership,
 }
 
+/// A versioned value of the group's key-value space.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KvEntry {
+    pub version: u64,
+    pub value: Vec<u8>,
+}
+
 /// A record as stored: the log index that wrote it, and the record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredRecord {
@@ -133,6 +140,15 @@ impl ShardState {
     ) -> Result<Option<StoredRecord>, StorageError> {
         self.store
             .get(CF_SHARD, &keys::record_key(self.gid, collection, id))
+    }
+
+    /// The value and version (log index of its last write) of a key written by
+    /// [`Command::KvCas`](crate::command::Command::KvCas).
+    pub fn kv_get(&self, key: &str) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        Ok(self
+            .store
+            .get::<KvEntry>(CF_SHARD, &keys::kv_key(self.gid, key))?
+            .map(|e| (e.version, e.value)))
     }
 
     /// Every stored record id of a collection, in key order (tests, audits).
