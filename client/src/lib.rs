@@ -378,6 +378,15 @@ impl Client {
         .await
     }
 
+    /// A get with every option (consistency, vectors).
+    pub async fn get_with(&self, req: v1::GetRequest) -> Result<v1::GetResponse, Error> {
+        self.call(|mut c, t| {
+            let r = Self::request(req.clone(), t);
+            async move { c.get(r).await }
+        })
+        .await
+    }
+
     /// Forgets memories of `user` by id.
     pub async fn delete(&self, tenant: &str, collection: &str, user: &str, ids: &[&str]) -> Result<u64, Error> {
         let req = v1::DeleteRequest {
