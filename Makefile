@@ -1,8 +1,12 @@
 # The two commands of the README. Both install what a fresh machine lacks first.
 #
-#   make bench   Engram's index vs hnswlib and FAISS on a real dataset (default: the 10k set;
-#                DATASET=../shared/datasets/glove-6b-50-angular for the 390k acceptance run)
+#   make up      a local 3-zone cluster (3 real node processes on loopback) with demo memories
 #   make test    the whole test suite (what CI runs)
+#
+# Benchmarks:
+#   make bench          Engram's index vs hnswlib and FAISS (default: the 10k set;
+#                       DATASET=../shared/datasets/glove-6b-50-angular for the 390k run)
+#   make bench-cluster  end to end against a local 3-zone cluster (engram-bench cluster)
 
 DATASET ?= ../shared/datasets/glove-6b-50-angular-10k
 
@@ -10,9 +14,20 @@ DATASET ?= ../shared/datasets/glove-6b-50-angular-10k
 # Only PATH changes, never CC/CXX, so builds with and without ccache share one target dir.
 export PATH := /usr/lib/ccache:$(PATH)
 
-.PHONY: bench test
+.PHONY: up bench bench-cluster test
+UP_ARGS ?= --demo
+up:
+	scripts/setup.sh
+	cargo run --release --locked -p engram-node --bin engram -- up $(UP_ARGS)
+
 bench:
 	benches/compare-index.sh $(DATASET)
+
+CLUSTER_ARGS ?= --tenants 10 --users 100
+bench-cluster:
+	scripts/setup.sh
+	cargo build --release --locked -p engram-node -p engram-bench
+	cargo run --release --locked -p engram-bench -- cluster --dataset $(DATASET) $(CLUSTER_ARGS)
 
 test:
 	scripts/setup.sh

@@ -7,7 +7,11 @@
 //!   ratio; `benches/compare-index.sh` runs both back to back.
 //! - `engram-bench raft`: replication on a local three-node cluster — write throughput and
 //!   commit latency, idle cost of many groups, leader failover time ([`raft`]).
+//! - `engram-bench cluster`: end to end through the SDK against real node processes — ingest
+//!   rate, search QPS / latency percentiles / recall@10 per concurrency, and the ratio to the
+//!   in-process index ([`cluster`]).
 
+pub mod cluster;
 pub mod index;
 pub mod raft;
 pub mod rss;
@@ -28,6 +32,10 @@ pub enum Command {
     /// Replication on a local 3-node cluster: throughput and commit latency, idle-group CPU,
     /// leader failover time.
     Raft(raft::RaftArgs),
+    /// End to end against a cluster (started here, or `--endpoints`): ingest vectors/s, search
+    /// QPS and p50/p95/p99 latency at each concurrency, recall@10, and the ratio to the
+    /// in-process index on the same data.
+    Cluster(cluster::ClusterArgs),
     /// (internal) Reopen a built index in a fresh process and measure it.
     #[command(hide = true)]
     Reopen(index::ReopenArgs),
@@ -37,6 +45,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Index(args) => index::run(args),
         Command::Raft(args) => raft::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Reopen(args) => index::reopen(args),
     }
 }

@@ -109,7 +109,7 @@ pub async fn run(
             peer_auth(host.peer_token()),
         ))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
+            incoming(peer_listener),
             stopped(stop_rx.clone()),
         );
     let peer_task = tokio::spawn(peer);
@@ -159,7 +159,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .add_service(EngramService::server(router.clone()))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(client_listener),
+            incoming(client_listener),
             stopped(stop_rx.clone()),
         );
     let public_task = tokio::spawn(public);
@@ -269,6 +269,12 @@ async fn reconcile(state: &NodeState) {
             Err(e) => tracing::warn!(shard = gid, error = %e, "cannot form shard group"),
         }
     }
+}
+
+/// Accepted connections with `TCP_NODELAY` (the builder's setting does not reach a custom
+/// incoming stream; without it small replies wait for delayed ACKs, ~40 ms).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Parses an `ip:port`.

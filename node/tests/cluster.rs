@@ -285,6 +285,56 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
     let e = c.search("acme", "notes", Search::user("u1", vec![1.0; 3], 3)).await.expect_err("dim");
     assert_eq!(e.code, ErrorCode::DimensionMismatch);
 
+    // A dedicated tenant gets shards of its own, placed like every shard.
+    let big = c
+        .create_collection_with(v1::CreateCollectionRequest {
+            tenant: "bigco".into(),
+            name: "notes".into(),
+            dimension: 4,
+            shards: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("dedicated");
+    assert_eq!(big.shards, 2);
+    c.upsert("bigco", "notes", MemoryInput::new("x", "u1", vec![0.0, 0.0, 1.0, 0.0])).await.expect("write");
+    let r = c.search("bigco", "notes", Search::tenant(vec![0.0, 0.0, 1.0, 0.0], 3)).await.expect("search");
+    assert_eq!(r.hits.len(), 1);
+    let status = c.cluster_status().await.expect("status");
+    assert_eq!(status.shards.len(), 4, "2 pool shards + 2 dedicated");
+
+    // HTTP: liveness, readiness and Prometheus metrics (node 1 served a search just now).
+    tc.client_of(0).search("bigco", "notes", Search::tenant(vec![0.0, 0.0, 1.0, 0.0], 3)).await.expect("search");
+    let http = &tc.cluster.configs[0].http_addr;
+    let (code, _) = engram_node::launch::http_get(http, "/healthz").await.expect("healthz");
+    assert_eq!(code, 200);
+    let (code, body) = engram_node::launch::http_get(http, "/readyz").await.expect("readyz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = engram_node::launch::http_get(http, "/metrics").await.expect("metrics");
+    assert_eq!(code, 200);
+    for name in ["engram_raft_commit_seconds", "engram_raft_groups", "engram_router_request_seconds"] {
+        assert!(body.contains(name), "/metrics lacks {name}");
+    }
+
+    // A standalone router (no data) serves the same API in front of the cluster.
+    let router_addr = format!("{}:{}", tc.cluster.spec.host, tc.cluster.spec.base_port + 90);
+    let mut router = std::process::Command::new(env!("CARGO_BIN_EXE_engram"))
+        .args(["router", "--listen", &router_addr, "--cluster-config"])
+        .arg(tc.cluster.config_path(0))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("router");
+    let via_router = engram_client::Client::connect([format!("http://{router_addr}")]).await.expect("client");
+    via_router
+        .upsert("acme", "notes", MemoryInput::new("r1", "u2", vec![0.0, 1.0, 0.0, 0.0]))
+        .await
+        .expect("write through the router");
+    let r = via_router.search("acme", "notes", Search::user("u2", vec![0.0, 1.0, 0.0, 0.0], 1)).await.expect("search");
+    assert_eq!(r.hits.first().and_then(|h| h.memory.as_ref()).map(|m| m.id.as_str()), Some("r1"));
+    let _ = router.kill();
+    let _ = router.wait();
+
     // The peer port refuses calls without the peer credential.
     let peer = format!("http://{}", tc.cluster.configs[0].peer_addr);
     let mut shards = engram_api::peer::shards_client::ShardsClient::connect(peer).await.expect("connect");

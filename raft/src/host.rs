@@ -559,7 +559,10 @@ impl RaftHost {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), RaftError> {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY on accepted connections: the builder's option does not reach a custom
+        // incoming stream, and small replies would wait for delayed ACKs.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(crate::server::peer_server(self.clone()))

@@ -52,17 +52,14 @@ mod tests {
 
     #[test]
     fn placement_is_pinned() {
-        // These values are the contract between router versions: a change moves users' data.
+        // These values are the contract between router versions: a change here moves users'
+        // data to shards that do not hold it. Never update them without a migration.
         let shards: Vec<GroupId> = (1..=8).collect();
         let got: Vec<GroupId> = (0..6)
             .map(|u| shard_for_user("acme", &format!("user-{u}"), &shards).unwrap_or(0))
             .collect();
-        let again: Vec<GroupId> = (0..6)
-            .map(|u| shard_for_user("acme", &format!("user-{u}"), &shards).unwrap_or(0))
-            .collect();
-        assert_eq!(got, again);
-        assert!(got.iter().all(|s| shards.contains(s)));
-        assert_eq!(tenant_shards("acme", &shards, 3).len(), 3);
+        assert_eq!(got, vec![3, 3, 5, 7, 5, 4]);
+        assert_eq!(tenant_shards("acme", &shards, 3), vec![1, 2, 5]);
         assert_eq!(tenant_shards("acme", &shards[..2], 3), vec![1, 2]);
         assert_eq!(shard_for_user("acme", "u", &[]), None);
     }
