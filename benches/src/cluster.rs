@@ -71,7 +71,11 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub in_process: bool,
     /// In-process breadths to find the same recall at.
-    #[arg(long, default_value = "10,16,20,32,40,64,80,128,200", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "10,16,20,32,40,64,80,128,200",
+        value_delimiter = ','
+    )]
     pub in_process_ef: Vec<usize>,
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -133,7 +137,9 @@ fn normalise(v: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), BoxError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(args))
 }
 
@@ -146,7 +152,10 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
     let user_scope = args.scope == "user";
     let n = ds.base.len();
     let nq = args.queries.min(ds.queries.len());
-    eprintln!("dataset {}: {} vectors, dim {}, {} queries; {t} tenants x {u} users", ds.name, n, ds.dim, nq);
+    eprintln!(
+        "dataset {}: {} vectors, dim {}, {} queries; {t} tenants x {u} users",
+        ds.name, n, ds.dim, nq
+    );
 
     // The cluster: given, or started here (kept alive until the end of the run).
     let mut _keep: Option<(ProcessCluster, Option<tempfile::TempDir>)> = None;
@@ -178,14 +187,21 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
     };
     let client = Client::with_config(
         endpoints,
-        ClientConfig { timeout: Duration::from_secs(60), max_attempts: 20, ..ClientConfig::default() },
+        ClientConfig {
+            timeout: Duration::from_secs(60),
+            max_attempts: 20,
+            ..ClientConfig::default()
+        },
     )?;
 
     // Fresh collections.
     for ti in 0..t {
         let tenant = format!("bench-{ti}");
         let _ = client.drop_collection(&tenant, "glove").await;
-        match client.create_collection(&tenant, "glove", ds.dim as u32).await {
+        match client
+            .create_collection(&tenant, "glove", ds.dim as u32)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::CollectionExists => {}
             Err(e) => return Err(e.into()),
@@ -211,10 +227,18 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
         tasks.push(tokio::spawn(async move {
             let batch: Vec<MemoryInput> = ids
                 .iter()
-                .map(|&i| MemoryInput::new(i.to_string(), format!("user-{}", user_of(i, t, u)), base[i].clone()))
+                .map(|&i| {
+                    MemoryInput::new(
+                        i.to_string(),
+                        format!("user-{}", user_of(i, t, u)),
+                        base[i].clone(),
+                    )
+                })
                 .collect();
             let key = format!("bench-load-{ti}-{}", ids[0]);
-            let r = client.upsert_batch(&format!("bench-{ti}"), "glove", batch, Some(key)).await;
+            let r = client
+                .upsert_batch(&format!("bench-{ti}"), "glove", batch, Some(key))
+                .await;
             pb.inc(ids.len() as u64);
             drop(permit);
             r
@@ -235,15 +259,26 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
     let normed: Vec<Vec<f32>> = ds.base.par_iter().map(|v| normalise(v)).collect();
     let k = args.k as usize;
     let truth: Vec<Vec<u32>> = if t == 1 && !user_scope && args.limit == 0 {
-        ds.groundtruth.iter().take(nq).map(|g| g[..k.min(g.len())].to_vec()).collect()
+        ds.groundtruth
+            .iter()
+            .take(nq)
+            .map(|g| g[..k.min(g.len())].to_vec())
+            .collect()
     } else {
         queries
             .par_iter()
             .map(|(ti, ui, q)| {
                 let q = normalise(q);
                 let mut scored: Vec<(f32, u32)> = (0..n)
-                    .filter(|&i| tenant_of(i, t) == *ti && ui.is_none_or(|uu| user_of(i, t, u) == uu))
-                    .map(|i| (normed[i].iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), i as u32))
+                    .filter(|&i| {
+                        tenant_of(i, t) == *ti && ui.is_none_or(|uu| user_of(i, t, u) == uu)
+                    })
+                    .map(|i| {
+                        (
+                            normed[i].iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(),
+                            i as u32,
+                        )
+                    })
                     .collect();
                 scored.sort_by(|a, b| b.0.total_cmp(&a.0));
                 scored.into_iter().take(k).map(|(_, i)| i).collect()
@@ -258,7 +293,11 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
             None => Search::tenant(q.clone(), args.k),
         }
         .ef(args.ef);
-        let s = if consistency == "bounded" { s.bounded() } else { s };
+        let s = if consistency == "bounded" {
+            s.bounded()
+        } else {
+            s
+        };
         (format!("bench-{ti}"), s)
     };
     // Warm-up (connections, caches).
@@ -268,57 +307,69 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
     }
     let mut points = Vec::new();
     for consistency in &args.consistency {
-    for &c in &args.concurrency {
-        let c = c.max(1);
-        let started = Instant::now();
-        let mut workers = Vec::new();
-        for w in 0..c {
-            let client = client.clone();
-            let jobs: Vec<(usize, String, Search)> = (w..nq).step_by(c).map(|j| { let (t, s) = make(j, consistency); (j, t, s) }).collect();
-            workers.push(tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-                let mut found = Vec::new();
-                let mut partial = 0;
-                for (j, tenant, s) in jobs {
-                    let t0 = Instant::now();
-                    let r = client.search(&tenant, "glove", s).await?;
-                    let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
-                    partial += r.partial as usize;
-                    let ids: Vec<u32> = r.hits.iter().filter_map(|h| h.memory.as_ref()?.id.parse().ok()).collect();
-                    found.push((j, ids));
-                }
-                Ok::<_, engram_client::Error>((hist, found, partial))
-            }));
-        }
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let mut recall_sum = 0.0;
-        let mut partial = 0;
-        for w in workers {
-            let (h, found, p) = w.await??;
-            hist.add(&h)?;
-            partial += p;
-            for (j, ids) in found {
-                let want = &truth[j];
-                recall_sum += ids.iter().take(k).filter(|i| want.contains(i)).count() as f64 / want.len().max(1) as f64;
+        for &c in &args.concurrency {
+            let c = c.max(1);
+            let started = Instant::now();
+            let mut workers = Vec::new();
+            for w in 0..c {
+                let client = client.clone();
+                let jobs: Vec<(usize, String, Search)> = (w..nq)
+                    .step_by(c)
+                    .map(|j| {
+                        let (t, s) = make(j, consistency);
+                        (j, t, s)
+                    })
+                    .collect();
+                workers.push(tokio::spawn(async move {
+                    let mut hist =
+                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                    let mut found = Vec::new();
+                    let mut partial = 0;
+                    for (j, tenant, s) in jobs {
+                        let t0 = Instant::now();
+                        let r = client.search(&tenant, "glove", s).await?;
+                        let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        partial += r.partial as usize;
+                        let ids: Vec<u32> = r
+                            .hits
+                            .iter()
+                            .filter_map(|h| h.memory.as_ref()?.id.parse().ok())
+                            .collect();
+                        found.push((j, ids));
+                    }
+                    Ok::<_, engram_client::Error>((hist, found, partial))
+                }));
             }
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let p = SearchPoint {
-            consistency: consistency.clone(),
-            concurrency: c,
-            search_qps: nq as f64 / secs,
-            p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
-            p95_ms: hist.value_at_quantile(0.95) as f64 / 1000.0,
-            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-            recall_at_10: recall_sum / nq as f64,
-            partial_results: partial,
-        };
-        eprintln!(
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut recall_sum = 0.0;
+            let mut partial = 0;
+            for w in workers {
+                let (h, found, p) = w.await??;
+                hist.add(&h)?;
+                partial += p;
+                for (j, ids) in found {
+                    let want = &truth[j];
+                    recall_sum += ids.iter().take(k).filter(|i| want.contains(i)).count() as f64
+                        / want.len().max(1) as f64;
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let p = SearchPoint {
+                consistency: consistency.clone(),
+                concurrency: c,
+                search_qps: nq as f64 / secs,
+                p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
+                p95_ms: hist.value_at_quantile(0.95) as f64 / 1000.0,
+                p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                recall_at_10: recall_sum / nq as f64,
+                partial_results: partial,
+            };
+            eprintln!(
             "search {consistency} c={c}: {:.0} QPS, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, recall@{k} {:.4}",
             p.search_qps, p.p50_ms, p.p95_ms, p.p99_ms, p.recall_at_10
         );
-        points.push(p);
-    }
+            points.push(p);
+        }
     }
 
     // The same data in one in-process index, one thread: what the network, routing, Raft
@@ -326,11 +377,21 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
     let mut in_process = Vec::new();
     if args.in_process {
         let tmp = tempfile::tempdir()?;
-        let ix = TieredIndex::create(tmp.path().join("ix"), IndexConfig::new(ds.dim, Metric::Cosine))?;
+        let ix = TieredIndex::create(
+            tmp.path().join("ix"),
+            IndexConfig::new(ds.dim, Metric::Cosine),
+        )?;
         let mine: Vec<usize> = (0..n).filter(|&i| tenant_of(i, t) == 0).collect();
         let memories: Vec<Memory> = mine
             .iter()
-            .map(|&i| Memory::new(format!("user-{}\u{1f}{i}", user_of(i, t, u)), format!("user-{}", user_of(i, t, u)), ds.base[i].clone(), 1))
+            .map(|&i| {
+                Memory::new(
+                    format!("user-{}\u{1f}{i}", user_of(i, t, u)),
+                    format!("user-{}", user_of(i, t, u)),
+                    ds.base[i].clone(),
+                    1,
+                )
+            })
             .collect();
         for chunk in memories.chunks(10_000) {
             ix.upsert_batch(chunk.to_vec())?;
@@ -357,7 +418,11 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
                     let want = &truth[qs[qi]];
                     rs += hits
                         .iter()
-                        .filter_map(|h| h.id().split_once('\u{1f}').and_then(|(_, id)| id.parse::<u32>().ok()))
+                        .filter_map(|h| {
+                            h.id()
+                                .split_once('\u{1f}')
+                                .and_then(|(_, id)| id.parse::<u32>().ok())
+                        })
                         .filter(|i| want.contains(i))
                         .count() as f64
                         / want.len().max(1) as f64;
@@ -367,17 +432,28 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
                     recall_sum = rs;
                 }
             }
-            let point = InProcessPoint { ef, qps: reqs.len() as f64 / best, recall_at_10: recall_sum / reqs.len().max(1) as f64 };
-            eprintln!("in-process ef={ef}: {:.0} QPS, recall@{k} {:.4}", point.qps, point.recall_at_10);
+            let point = InProcessPoint {
+                ef,
+                qps: reqs.len() as f64 / best,
+                recall_at_10: recall_sum / reqs.len().max(1) as f64,
+            };
+            eprintln!(
+                "in-process ef={ef}: {:.0} QPS, recall@{k} {:.4}",
+                point.qps, point.recall_at_10
+            );
             in_process.push(point);
         }
     }
-    let ratio = points.iter().find(|p| p.concurrency == 1 && p.consistency == "strong").or(points.first()).and_then(|c1| {
-        in_process
-            .iter()
-            .find(|p| p.recall_at_10 >= c1.recall_at_10 - 0.005)
-            .map(|p| c1.search_qps / p.qps)
-    });
+    let ratio = points
+        .iter()
+        .find(|p| p.concurrency == 1 && p.consistency == "strong")
+        .or(points.first())
+        .and_then(|c1| {
+            in_process
+                .iter()
+                .find(|p| p.recall_at_10 >= c1.recall_at_10 - 0.005)
+                .map(|p| c1.search_qps / p.qps)
+        });
     if let Some(r) = ratio {
         eprintln!("end-to-end QPS (c=1) / in-process QPS at the same recall: {r:.3}");
     }

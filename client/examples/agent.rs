@@ -28,19 +28,45 @@ const DIM: usize = 64;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let client = Client::connect(args.endpoint.clone()).await?;
-    match client.create_collection(&args.tenant, "memories", DIM as u32).await {
-        Ok(c) => println!("created collection {}/{} ({} shards)", c.tenant, c.name, c.shards),
+    match client
+        .create_collection(&args.tenant, "memories", DIM as u32)
+        .await
+    {
+        Ok(c) => println!(
+            "created collection {}/{} ({} shards)",
+            c.tenant, c.name, c.shards
+        ),
         Err(e) if e.code == ErrorCode::CollectionExists => {}
         Err(e) => return Err(e.into()),
     }
 
     // What the user told the agent over a few conversations.
     let said = [
-        ("pref-drink", "I always drink oolong tea, never coffee", "preference"),
-        ("fact-pet", "My dog is called Pixel and she is a border collie", "fact"),
-        ("fact-work", "I work as a nurse on night shifts at the city hospital", "fact"),
-        ("event-trip", "We are going hiking in the Dolomites in July", "event"),
-        ("pref-style", "Please keep answers short and friendly", "preference"),
+        (
+            "pref-drink",
+            "I always drink oolong tea, never coffee",
+            "preference",
+        ),
+        (
+            "fact-pet",
+            "My dog is called Pixel and she is a border collie",
+            "fact",
+        ),
+        (
+            "fact-work",
+            "I work as a nurse on night shifts at the city hospital",
+            "fact",
+        ),
+        (
+            "event-trip",
+            "We are going hiking in the Dolomites in July",
+            "event",
+        ),
+        (
+            "pref-style",
+            "Please keep answers short and friendly",
+            "preference",
+        ),
     ];
     let batch = said
         .iter()
@@ -51,13 +77,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let w = client
-        .upsert_batch(&args.tenant, "memories", batch, Some(format!("onboarding-{}", args.user)))
+        .upsert_batch(
+            &args.tenant,
+            "memories",
+            batch,
+            Some(format!("onboarding-{}", args.user)),
+        )
         .await?;
     println!(
         "stored {} memories of {} ({})",
         said.len(),
         args.user,
-        if w.replayed { "already there: idempotent replay" } else { "new" }
+        if w.replayed {
+            "already there: idempotent replay"
+        } else {
+            "new"
+        }
     );
 
     for question in [
@@ -67,7 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         let q = toy_embed(question, DIM);
         let r = client
-            .search(&args.tenant, "memories", Search::user(args.user.as_str(), q, 2))
+            .search(
+                &args.tenant,
+                "memories",
+                Search::user(args.user.as_str(), q, 2),
+            )
             .await?;
         println!("\nQ: {question}");
         for h in r.hits {
@@ -80,9 +119,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .search(
             &args.tenant,
             "memories",
-            Search::tenant(toy_embed("preferences about answers", DIM), 3).where_eq("kind", json!("preference")),
+            Search::tenant(toy_embed("preferences about answers", DIM), 3)
+                .where_eq("kind", json!("preference")),
         )
         .await?;
-    println!("\ntenant-wide, kind = preference: {} hits (partial: {})", prefs.hits.len(), prefs.partial);
+    println!(
+        "\ntenant-wide, kind = preference: {} hits (partial: {})",
+        prefs.hits.len(),
+        prefs.partial
+    );
     Ok(())
 }

@@ -21,8 +21,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use engram_api::v1::engram_client::EngramClient;
 pub use engram_api::v1;
+use engram_api::v1::engram_client::EngramClient;
 pub use engram_api::{ApiError, ErrorCode};
 use tonic::transport::{Channel, Endpoint};
 
@@ -151,10 +151,14 @@ impl Search {
 
     /// Payload field equals a JSON scalar (`json!("work")`, `json!(3)`).
     pub fn where_eq(mut self, field: impl Into<String>, value: serde_json::Value) -> Self {
-        self.0.filter.get_or_insert_with(Default::default).must.push(v1::Condition {
-            field: field.into(),
-            op: Some(v1::condition::Op::EqualsJson(value.to_string())),
-        });
+        self.0
+            .filter
+            .get_or_insert_with(Default::default)
+            .must
+            .push(v1::Condition {
+                field: field.into(),
+                op: Some(v1::condition::Op::EqualsJson(value.to_string())),
+            });
         self
     }
 
@@ -184,6 +188,19 @@ impl Search {
         self.0.include_vectors = true;
         self
     }
+}
+
+/// One unary call with the client's retries: `rpc!(self, request, method)`.
+macro_rules! rpc {
+    ($client:ident, $req:expr, $method:ident) => {{
+        let req = $req;
+        $client
+            .call(|mut c, t| {
+                let r = Client::request(req.clone(), t);
+                async move { c.$method(r).await }
+            })
+            .await
+    }};
 }
 
 /// A connection to an Engram cluster through any of its nodes (or routers).
@@ -218,7 +235,11 @@ impl Client {
         let mut channels = Vec::new();
         for e in endpoints {
             let e: String = e.into();
-            let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+            let url = if e.contains("://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            };
             let ep = Endpoint::from_shared(url)
                 .map_err(|err| Error::config(format!("endpoint {e:?}: {err}")))?
                 .connect_timeout(Duration::from_secs(1))
@@ -266,7 +287,10 @@ impl Client {
                     metadata: Default::default(),
                 },
             };
-            if !err.is_retryable() || attempt >= self.config.max_attempts || Instant::now() + pause >= deadline {
+            if !err.is_retryable()
+                || attempt >= self.config.max_attempts
+                || Instant::now() + pause >= deadline
+            {
                 return Err(err);
             }
             tracing::debug!(attempt, error = %err, "retrying");
@@ -284,7 +308,12 @@ impl Client {
     }
 
     /// Creates a collection (cosine metric) in the tenant's shards.
-    pub async fn create_collection(&self, tenant: &str, name: &str, dimension: u32) -> Result<v1::Collection, Error> {
+    pub async fn create_collection(
+        &self,
+        tenant: &str,
+        name: &str,
+        dimension: u32,
+    ) -> Result<v1::Collection, Error> {
         self.create_collection_with(v1::CreateCollectionRequest {
             tenant: tenant.into(),
             name: name.into(),
@@ -296,48 +325,49 @@ impl Client {
     }
 
     /// Creates a collection with every option (metric, dedicated shards, tier policy).
-    pub async fn create_collection_with(&self, req: v1::CreateCollectionRequest) -> Result<v1::Collection, Error> {
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.create_collection(r).await }
-        })
-        .await
+    pub async fn create_collection_with(
+        &self,
+        req: v1::CreateCollectionRequest,
+    ) -> Result<v1::Collection, Error> {
+        rpc!(self, req, create_collection)
     }
 
-    pub async fn describe_collection(&self, tenant: &str, name: &str) -> Result<v1::Collection, Error> {
-        let req = v1::DescribeCollectionRequest { tenant: tenant.into(), name: name.into() };
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.describe_collection(r).await }
-        })
-        .await
+    pub async fn describe_collection(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<v1::Collection, Error> {
+        let req = v1::DescribeCollectionRequest {
+            tenant: tenant.into(),
+            name: name.into(),
+        };
+        rpc!(self, req, describe_collection)
     }
 
     pub async fn list_collections(&self, tenant: &str) -> Result<Vec<v1::Collection>, Error> {
-        let req = v1::ListCollectionsRequest { tenant: tenant.into() };
-        Ok(self
-            .call(|mut c, t| {
-                let r = Self::request(req.clone(), t);
-                async move { c.list_collections(r).await }
-            })
-            .await?
-            .collections)
+        let req = v1::ListCollectionsRequest {
+            tenant: tenant.into(),
+        };
+        Ok(rpc!(self, req, list_collections)?.collections)
     }
 
     pub async fn drop_collection(&self, tenant: &str, name: &str) -> Result<bool, Error> {
-        let req = v1::DropCollectionRequest { tenant: tenant.into(), name: name.into() };
-        Ok(self
-            .call(|mut c, t| {
-                let r = Self::request(req.clone(), t);
-                async move { c.drop_collection(r).await }
-            })
-            .await?
-            .dropped)
+        let req = v1::DropCollectionRequest {
+            tenant: tenant.into(),
+            name: name.into(),
+        };
+        Ok(rpc!(self, req, drop_collection)?.dropped)
     }
 
     /// Writes one memory (a fresh idempotency key makes retries safe).
-    pub async fn upsert(&self, tenant: &str, collection: &str, memory: MemoryInput) -> Result<v1::UpsertResponse, Error> {
-        self.upsert_batch(tenant, collection, vec![memory], None).await
+    pub async fn upsert(
+        &self,
+        tenant: &str,
+        collection: &str,
+        memory: MemoryInput,
+    ) -> Result<v1::UpsertResponse, Error> {
+        self.upsert_batch(tenant, collection, vec![memory], None)
+            .await
     }
 
     /// Writes memories in one request. Pass the same `idempotency_key` when re-sending a
@@ -355,15 +385,17 @@ impl Client {
             memories: memories.into_iter().map(|m| m.0).collect(),
             idempotency_key: idempotency_key.unwrap_or_else(idempotency_key_fresh),
         };
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.upsert_batch(r).await }
-        })
-        .await
+        rpc!(self, req, upsert_batch)
     }
 
     /// Memories of `user` by id (linearizable).
-    pub async fn get(&self, tenant: &str, collection: &str, user: &str, ids: &[&str]) -> Result<v1::GetResponse, Error> {
+    pub async fn get(
+        &self,
+        tenant: &str,
+        collection: &str,
+        user: &str,
+        ids: &[&str],
+    ) -> Result<v1::GetResponse, Error> {
         let req = v1::GetRequest {
             tenant: tenant.into(),
             collection: collection.into(),
@@ -371,24 +403,22 @@ impl Client {
             ids: ids.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.get(r).await }
-        })
-        .await
+        rpc!(self, req, get)
     }
 
     /// A get with every option (consistency, vectors).
     pub async fn get_with(&self, req: v1::GetRequest) -> Result<v1::GetResponse, Error> {
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.get(r).await }
-        })
-        .await
+        rpc!(self, req, get)
     }
 
     /// Forgets memories of `user` by id.
-    pub async fn delete(&self, tenant: &str, collection: &str, user: &str, ids: &[&str]) -> Result<u64, Error> {
+    pub async fn delete(
+        &self,
+        tenant: &str,
+        collection: &str,
+        user: &str,
+        ids: &[&str],
+    ) -> Result<u64, Error> {
         let req = v1::DeleteRequest {
             tenant: tenant.into(),
             collection: collection.into(),
@@ -398,53 +428,45 @@ impl Client {
             })),
             idempotency_key: idempotency_key_fresh(),
         };
-        Ok(self
-            .call(|mut c, t| {
-                let r = Self::request(req.clone(), t);
-                async move { c.delete(r).await }
-            })
-            .await?
-            .deleted)
+        Ok(rpc!(self, req, delete)?.deleted)
     }
 
     /// Forgets every memory of a user.
-    pub async fn forget_user(&self, tenant: &str, collection: &str, user: &str) -> Result<u64, Error> {
+    pub async fn forget_user(
+        &self,
+        tenant: &str,
+        collection: &str,
+        user: &str,
+    ) -> Result<u64, Error> {
         let req = v1::DeleteRequest {
             tenant: tenant.into(),
             collection: collection.into(),
             target: Some(v1::delete_request::Target::Filter(v1::FilteredScope {
-                scope: Some(v1::Scope { scope: Some(v1::scope::Scope::User(user.into())) }),
+                scope: Some(v1::Scope {
+                    scope: Some(v1::scope::Scope::User(user.into())),
+                }),
                 filter: None,
             })),
             idempotency_key: idempotency_key_fresh(),
         };
-        Ok(self
-            .call(|mut c, t| {
-                let r = Self::request(req.clone(), t);
-                async move { c.delete(r).await }
-            })
-            .await?
-            .deleted)
+        Ok(rpc!(self, req, delete)?.deleted)
     }
 
     /// Recall.
-    pub async fn search(&self, tenant: &str, collection: &str, search: Search) -> Result<v1::SearchResponse, Error> {
+    pub async fn search(
+        &self,
+        tenant: &str,
+        collection: &str,
+        search: Search,
+    ) -> Result<v1::SearchResponse, Error> {
         let mut req = search.0;
         req.tenant = tenant.into();
         req.collection = collection.into();
-        self.call(|mut c, t| {
-            let r = Self::request(req.clone(), t);
-            async move { c.search(r).await }
-        })
-        .await
+        rpc!(self, req, search)
     }
 
     pub async fn cluster_status(&self) -> Result<v1::ClusterStatusResponse, Error> {
-        self.call(|mut c, t| {
-            let r = Self::request(v1::ClusterStatusRequest {}, t);
-            async move { c.cluster_status(r).await }
-        })
-        .await
+        rpc!(self, v1::ClusterStatusRequest {}, cluster_status)
     }
 }
 

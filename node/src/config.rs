@@ -83,7 +83,10 @@ impl NodeConfig {
         let mut f = Figment::new();
         if let Some(p) = path {
             if !p.exists() {
-                return Err(ConfigError::Invalid(format!("{} does not exist", p.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "{} does not exist",
+                    p.display()
+                )));
             }
             f = f.merge(Toml::file(p));
         }
@@ -126,13 +129,19 @@ impl NodeConfig {
                 ));
             }
         }
-        for (name, a) in [("client_addr", &self.client_addr), ("peer_addr", &self.peer_addr), ("http_addr", &self.http_addr)] {
+        for (name, a) in [
+            ("client_addr", &self.client_addr),
+            ("peer_addr", &self.peer_addr),
+            ("http_addr", &self.http_addr),
+        ] {
             if a.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!("{name} {a:?} is not an ip:port address"));
             }
         }
         if self.cluster.replication_factor == 0 || self.cluster.shared_shards == 0 {
-            return bad("cluster.replication_factor and cluster.shared_shards must be at least 1".into());
+            return bad(
+                "cluster.replication_factor and cluster.shared_shards must be at least 1".into(),
+            );
         }
         Ok(())
     }

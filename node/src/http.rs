@@ -28,16 +28,17 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Http { node, prometheus });
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::warn!(error = %e, "http server stopped");
     }
 }
 
 async fn metrics(State(s): State<Http>) -> (StatusCode, String) {
     match &s.prometheus {
-        Some(h) => {
-            (StatusCode::OK, h.render())
-        }
+        Some(h) => (StatusCode::OK, h.render()),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed in this process\n".into(),
@@ -48,6 +49,9 @@ async fn metrics(State(s): State<Http>) -> (StatusCode, String) {
 async fn readyz(State(s): State<Http>) -> (StatusCode, String) {
     match s.node.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }

@@ -2,8 +2,8 @@
 //! `engram-bench cluster` start. Each node is a real `engram node` OS process with its own
 //! config file, data directory and log; the cluster directory survives restarts.
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,11 @@ pub struct ProcessCluster {
 }
 
 fn random_token() -> String {
-    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 impl ProcessCluster {
@@ -79,7 +83,9 @@ impl ProcessCluster {
     pub fn configure(spec: ClusterSpec) -> Result<Self, LaunchError> {
         std::fs::create_dir_all(&spec.dir)?;
         let mut configs = Vec::new();
-        let existing: Vec<PathBuf> = (1..=spec.nodes).map(|i| spec.dir.join(format!("node-{i}.toml"))).collect();
+        let existing: Vec<PathBuf> = (1..=spec.nodes)
+            .map(|i| spec.dir.join(format!("node-{i}.toml")))
+            .collect();
         if existing.iter().all(|p| p.exists()) {
             for p in &existing {
                 let text = std::fs::read_to_string(p)?;
@@ -115,13 +121,18 @@ impl ProcessCluster {
                     max_staleness_ms: 5_000,
                     request_timeout_ms: 10_000,
                 };
-                cfg.validate().map_err(|e| LaunchError::Config(e.to_string()))?;
+                cfg.validate()
+                    .map_err(|e| LaunchError::Config(e.to_string()))?;
                 std::fs::write(&existing[i - 1], cfg.to_toml())?;
                 configs.push(cfg);
             }
         }
         let children = configs.iter().map(|_| None).collect();
-        Ok(ProcessCluster { spec, configs, children })
+        Ok(ProcessCluster {
+            spec,
+            configs,
+            children,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -142,7 +153,10 @@ impl ProcessCluster {
 
     /// `http://` endpoints of every node's public port.
     pub fn endpoints(&self) -> Vec<String> {
-        self.configs.iter().map(|c| format!("http://{}", c.client_addr)).collect()
+        self.configs
+            .iter()
+            .map(|c| format!("http://{}", c.client_addr))
+            .collect()
     }
 
     /// Starts node `i` (0-based) as a child process; output goes to its log file.
@@ -150,7 +164,10 @@ impl ProcessCluster {
         if self.children[i].is_some() {
             return Ok(());
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
         let mut cmd = Command::new(&self.spec.binary);
         // SAFETY: prctl in the forked child before exec; async-signal-safe, touches no memory.
         // The node dies with the process that started it (a killed test or `engram up`).
@@ -210,7 +227,9 @@ impl ProcessCluster {
 
     /// SIGTERM (clean shutdown), then SIGKILL after `grace`.
     pub fn stop(&mut self, i: usize, grace: Duration) {
-        let Some(mut c) = self.children[i].take() else { return };
+        let Some(mut c) = self.children[i].take() else {
+            return;
+        };
         // SAFETY: as in `signal`.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
@@ -242,13 +261,15 @@ impl ProcessCluster {
 
     /// `/readyz` of node `i`: `Ok(())` when ready, else the reason.
     pub async fn readiness(&self, i: usize) -> Result<(), String> {
-        http_get(&self.configs[i].http_addr, "/readyz").await.and_then(|(code, body)| {
-            if code == 200 {
-                Ok(())
-            } else {
-                Err(body.trim().to_string())
-            }
-        })
+        http_get(&self.configs[i].http_addr, "/readyz")
+            .await
+            .and_then(|(code, body)| {
+                if code == 200 {
+                    Ok(())
+                } else {
+                    Err(body.trim().to_string())
+                }
+            })
     }
 
     /// Waits until every running node is ready.
@@ -258,12 +279,17 @@ impl ProcessCluster {
             if self.children[i].is_none() {
                 continue;
             }
-            self.wait_node_ready(i, timeout.saturating_sub(start.elapsed())).await?;
+            self.wait_node_ready(i, timeout.saturating_sub(start.elapsed()))
+                .await?;
         }
         Ok(())
     }
 
-    pub async fn wait_node_ready(&mut self, i: usize, timeout: Duration) -> Result<(), LaunchError> {
+    pub async fn wait_node_ready(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<(), LaunchError> {
         let start = Instant::now();
         let mut last;
         loop {
@@ -305,7 +331,9 @@ impl Drop for ProcessCluster {
 /// A minimal HTTP/1.0 GET: (status code, body).
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await
             .map_err(|e| e.to_string())?;
@@ -317,7 +345,10 @@ pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("bad HTTP answer: {text:.80}"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Ok((code, body))
     };
     tokio::time::timeout(Duration::from_secs(2), fut)
@@ -337,4 +368,3 @@ pub fn sibling_binary(name: &str) -> Option<PathBuf> {
     }
     None
 }
-

@@ -71,7 +71,10 @@ impl NodeState {
     }
 }
 
-fn bind_err<'a>(what: &'static str, addr: &'a str) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
+fn bind_err<'a>(
+    what: &'static str,
+    addr: &'a str,
+) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
     move |source| NodeError::Bind {
         what,
         addr: addr.to_string(),
@@ -85,7 +88,11 @@ pub async fn run(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
-    let mut hc = HostConfig::new(config.node_id, config.data_dir.join("raft"), config.peer_token.clone());
+    let mut hc = HostConfig::new(
+        config.node_id,
+        config.data_dir.join("raft"),
+        config.peer_token.clone(),
+    );
     if config.durability == DurabilityMode::Periodic {
         hc.durability = Durability::Periodic {
             interval_ms: config.periodic_sync_ms,
@@ -108,14 +115,14 @@ pub async fn run(
             ShardService::server(host.clone()),
             peer_auth(host.peer_token()),
         ))
-        .serve_with_incoming_shutdown(
-            incoming(peer_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_rx.clone()));
     let peer_task = tokio::spawn(peer);
 
     // The metadata group: its initial members host it; the lowest id forms it, once.
-    let in_initial = config.initial_cluster.iter().any(|m| m.id == config.node_id);
+    let in_initial = config
+        .initial_cluster
+        .iter()
+        .any(|m| m.id == config.node_id);
     if in_initial && host.group(META_GROUP).is_none() {
         host.create_group(META_GROUP).await?;
         let first = config.initial_cluster.iter().map(|m| m.id).min();
@@ -123,7 +130,15 @@ pub async fn run(
             let members: BTreeMap<_, _> = config
                 .initial_cluster
                 .iter()
-                .map(|m| (m.id, PeerNode { addr: m.peer_addr.clone(), zone: m.zone.clone() }))
+                .map(|m| {
+                    (
+                        m.id,
+                        PeerNode {
+                            addr: m.peer_addr.clone(),
+                            zone: m.zone.clone(),
+                        },
+                    )
+                })
                 .collect();
             host.initialize_group(META_GROUP, members).await?;
         }
@@ -158,16 +173,18 @@ pub async fn run(
     let public = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(EngramService::server(router.clone()))
-        .serve_with_incoming_shutdown(
-            incoming(client_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_rx.clone()));
     let public_task = tokio::spawn(public);
 
     let http_listener = TcpListener::bind(&config.http_addr)
         .await
         .map_err(bind_err("http address", &config.http_addr))?;
-    let http_task = tokio::spawn(http::serve(http_listener, state.clone(), prometheus, stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        state.clone(),
+        prometheus,
+        stopped(stop_rx.clone()),
+    ));
 
     let control_task = tokio::spawn(control_loop(state.clone(), stop_rx.clone()));
     tracing::info!(
@@ -207,7 +224,15 @@ async fn control_loop(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
         }
         if !state.registered.load(Ordering::SeqCst) {
             let deadline = Instant::now() + Duration::from_secs(3);
-            match pd::register_node(&state.router, cfg.node_id, info.clone(), &cfg.cluster, deadline).await {
+            match pd::register_node(
+                &state.router,
+                cfg.node_id,
+                info.clone(),
+                &cfg.cluster,
+                deadline,
+            )
+            .await
+            {
                 Ok(_) => {
                     state.registered.store(true, Ordering::SeqCst);
                     tracing::info!(node = cfg.node_id, "registered in the cluster map");
@@ -249,8 +274,16 @@ async fn reconcile(state: &NodeState) {
         if s.ready || s.leader_hint != me {
             continue;
         }
-        let Some(g) = state.host.group(*gid) else { continue };
-        let formed = g.metrics().membership_config.membership().voter_ids().next().is_some();
+        let Some(g) = state.host.group(*gid) else {
+            continue;
+        };
+        let formed = g
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some();
         if formed {
             continue;
         }
@@ -258,9 +291,15 @@ async fn reconcile(state: &NodeState) {
             .replicas
             .iter()
             .map(|r| {
-                map.nodes
-                    .get(r)
-                    .map(|n| (*r, PeerNode { addr: n.peer_addr.clone(), zone: n.zone.clone() }))
+                map.nodes.get(r).map(|n| {
+                    (
+                        *r,
+                        PeerNode {
+                            addr: n.peer_addr.clone(),
+                            zone: n.zone.clone(),
+                        },
+                    )
+                })
             })
             .collect();
         let Some(members) = members else { continue };

@@ -13,7 +13,7 @@ use engram_router::map::MAP_KEY;
 use engram_router::wire::{
     decode, encode, ReadMode, ShardOp, ShardReply, WireError, WireHit, WireMemory, WireStatus,
 };
-use engram_router::{ShardTransport, RemoteTransport};
+use engram_router::{RemoteTransport, ShardTransport};
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
@@ -51,7 +51,11 @@ async fn read_state(
 }
 
 /// Executes one shard operation against the local replica of `gid`.
-pub async fn execute(host: Arc<RaftHost>, gid: GroupId, op: ShardOp) -> Result<ShardReply, WireError> {
+pub async fn execute(
+    host: Arc<RaftHost>,
+    gid: GroupId,
+    op: ShardOp,
+) -> Result<ShardReply, WireError> {
     match op {
         ShardOp::Ping => Ok(ShardReply::Pong),
         ShardOp::Write(req) => {
@@ -67,10 +71,17 @@ pub async fn execute(host: Arc<RaftHost>, gid: GroupId, op: ShardOp) -> Result<S
             let (state, _) = read_state(&host, gid, read).await?;
             Ok(ShardReply::Map(state.kv_get(MAP_KEY).map_err(storage)?))
         }
-        ShardOp::Search { collection, query, read } => {
+        ShardOp::Search {
+            collection,
+            query,
+            read,
+        } => {
             let (state, staleness_ms) = read_state(&host, gid, read).await?;
             let filter: Filter = serde_json::from_str(&query.filter_json).map_err(|e| {
-                WireError::new(ErrorCode::InvalidFilter, format!("filter does not decode: {e}"))
+                WireError::new(
+                    ErrorCode::InvalidFilter,
+                    format!("filter does not decode: {e}"),
+                )
             })?;
             let mut req = SearchRequest::new(query.vector, query.k as usize)
                 .with_filter(filter)
@@ -124,11 +135,11 @@ pub async fn execute(host: Arc<RaftHost>, gid: GroupId, op: ShardOp) -> Result<S
             for id in ids {
                 match state.get_record(&collection, &id).map_err(storage)? {
                     Some(rec) if rec.record.user == user => {
-                        let mut m = rec.record.to_memory().map_err(storage)?;
+                        let mut record = rec.record;
                         if !include_vectors {
-                            m.vector.clear();
+                            record.vector.clear();
                         }
-                        found.push(WireMemory::from_memory(m, None));
+                        found.push(WireMemory { record, tier: None });
                     }
                     _ => missing.push(id),
                 }
@@ -136,9 +147,7 @@ pub async fn execute(host: Arc<RaftHost>, gid: GroupId, op: ShardOp) -> Result<S
             Ok(ShardReply::Memories { found, missing })
         }
         ShardOp::Status => {
-            let g = host
-                .group(gid)
-                .ok_or(RaftError::GroupNotHosted(gid))?;
+            let g = host.group(gid).ok_or(RaftError::GroupNotHosted(gid))?;
             let m = g.metrics();
             let state = g.state();
             let memory_count = state
@@ -213,7 +222,12 @@ impl ShardTransport for NodeTransport {
             Box::pin(async move {
                 tokio::time::timeout(timeout, execute(host, gid, op))
                     .await
-                    .map_err(|_| WireError::new(ErrorCode::DeadlineExceeded, format!("shard {gid} did not answer in {timeout:?}")))?
+                    .map_err(|_| {
+                        WireError::new(
+                            ErrorCode::DeadlineExceeded,
+                            format!("shard {gid} did not answer in {timeout:?}"),
+                        )
+                    })?
             })
         } else {
             self.remote.call(node, addr, gid, op, timeout)

@@ -26,9 +26,7 @@ pub struct PeerService {
 
 /// The interceptor guarding every service on the peer port: calls without the cluster's peer
 /// token are refused with `Unauthenticated`. Other node-to-node services reuse it.
-pub fn peer_auth(
-    token: &str,
-) -> impl tonic::service::Interceptor + Clone + Send + Sync + 'static {
+pub fn peer_auth(token: &str) -> impl tonic::service::Interceptor + Clone + Send + Sync + 'static {
     let token = token.to_string();
     move |req: Request<()>| -> Result<Request<()>, Status> {
         let given = req

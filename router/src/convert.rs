@@ -53,7 +53,10 @@ pub fn internal_id(user: &str, id: &str) -> String {
 
 /// The caller's id of a memory from its shard id.
 pub fn external_id(internal: &str) -> &str {
-    internal.split_once(ID_SEP).map(|(_, id)| id).unwrap_or(internal)
+    internal
+        .split_once(ID_SEP)
+        .map(|(_, id)| id)
+        .unwrap_or(internal)
 }
 
 pub fn validate_key(what: &str, v: &str, limits: &Limits) -> Result<(), ApiError> {
@@ -61,7 +64,9 @@ pub fn validate_key(what: &str, v: &str, limits: &Limits) -> Result<(), ApiError
         return Err(invalid(format!("{what} must not be empty")).with("field", what));
     }
     if v.chars().any(char::is_control) {
-        return Err(invalid(format!("{what} {v:?} contains control characters")).with("field", what));
+        return Err(
+            invalid(format!("{what} {v:?} contains control characters")).with("field", what)
+        );
     }
     if v.len() > limits.max_id_bytes {
         return Err(invalid(format!(
@@ -211,9 +216,15 @@ pub fn memory_from(
             .with("field", "text"));
         }
     }
-    let payload = parse_payload(&m.payload_json, limits)
-        .map_err(|e| ApiError { message: format!("memory {:?}: {}", m.id, e.message), ..e })?;
-    let created = if m.created_at_ms == 0 { now_ms } else { m.created_at_ms };
+    let payload = parse_payload(&m.payload_json, limits).map_err(|e| ApiError {
+        message: format!("memory {:?}: {}", m.id, e.message),
+        ..e
+    })?;
+    let created = if m.created_at_ms == 0 {
+        now_ms
+    } else {
+        m.created_at_ms
+    };
     let memory = Memory {
         meta: MemoryMeta {
             id: internal_id(&m.user, &m.id),
@@ -228,21 +239,25 @@ pub fn memory_from(
     };
     config.validate_memory(&memory).map_err(|e| {
         let e = index_err(e);
-        ApiError { message: format!("memory {:?}: {}", m.id, e.message), ..e }
+        ApiError {
+            message: format!("memory {:?}: {}", m.id, e.message),
+            ..e
+        }
     })?;
     Ok(memory)
 }
 
 pub fn memory_to(w: WireMemory, include_vector: bool, include_payload: bool) -> v1::Memory {
+    let r = w.record;
     v1::Memory {
-        id: external_id(&w.id).to_string(),
-        user: w.user,
-        vector: if include_vector { w.vector } else { Vec::new() },
-        payload_json: if include_payload { w.payload_json } else { String::new() },
-        text: w.text,
-        created_at_ms: w.created_at_ms,
-        last_accessed_ms: w.last_accessed_ms,
-        importance: w.importance,
+        id: external_id(&r.id).to_string(),
+        user: r.user,
+        vector: if include_vector { r.vector } else { Vec::new() },
+        payload_json: if include_payload { r.payload_json } else { String::new() },
+        text: r.text,
+        created_at_ms: r.created_at_ms,
+        last_accessed_ms: r.last_accessed_ms,
+        importance: r.importance,
         tier: tier_to(w.tier) as i32,
     }
 }

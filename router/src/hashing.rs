@@ -95,7 +95,10 @@ mod tests {
             }
         }
         let frac = moved as f64 / n as f64;
-        assert!((0.08..0.15).contains(&frac), "moved {frac:.3}, expected ≈ 1/9");
+        assert!(
+            (0.08..0.15).contains(&frac),
+            "moved {frac:.3}, expected ≈ 1/9"
+        );
     }
 
     #[test]
@@ -113,6 +116,9 @@ mod tests {
             }
         }
         // A tenant's set changes only when shard 13 enters its top 3: ≈ 3/13.
-        assert!(changed < 2000 * 30 / 100, "{changed} of 2000 tenants changed");
+        assert!(
+            changed < 2000 * 30 / 100,
+            "{changed} of 2000 tenants changed"
+        );
     }
 }

@@ -11,7 +11,9 @@ use engram_index::IndexConfig;
 use engram_raft::{Command, GroupId, NodeId, ShardRequest};
 
 use crate::hashing::tenant_shards;
-use crate::map::{collection_key, ClusterMap, CollectionInfo, NodeInfo, Settings, ShardInfo, TenantInfo};
+use crate::map::{
+    collection_key, ClusterMap, CollectionInfo, NodeInfo, Settings, ShardInfo, TenantInfo,
+};
 use crate::placement::{PlacementError, Placer};
 use crate::router::Router;
 use crate::wire::{ShardOp, ShardReply};
@@ -151,32 +153,27 @@ pub async fn create_collection(
             Ok(true)
         })
         .await?;
-    let col = map
-        .collections
-        .get(&key)
-        .cloned()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "collection vanished from the map"))?;
+    let col =
+        map.collections.get(&key).cloned().ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, "collection vanished from the map")
+        })?;
     // The groups' replicas form them (see the node's reconciler); creating the collection on
     // each retries until its group has a leader.
     let config_json = serde_json::to_string(&col.config)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let creates = col.shards.iter().map(|&gid| {
-        let req = ShardRequest::new(Command::CreateCollection {
-            name: col.shard_name(),
-            config_json: config_json.clone(),
-        })
-        .with_idempotency_key(format!("create/{}", col.shard_name()));
-        async move {
-            match router.leader_call(gid, ShardOp::Write(req), deadline).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == ErrorCode::CollectionExists => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-    });
-    for r in futures::future::join_all(creates).await {
-        r?;
-    }
+    let create = Command::CreateCollection {
+        name: col.shard_name(),
+        config_json,
+    };
+    write_each(
+        router,
+        &col.shards,
+        &create,
+        &format!("create/{}", col.shard_name()),
+        ErrorCode::CollectionExists,
+        deadline,
+    )
+    .await?;
     let id = col.id;
     let map = router
         .update_map(deadline, |m| {
@@ -227,23 +224,46 @@ pub async fn drop_collection(
     let Some(col) = removed else {
         return Ok(false);
     };
-    let drops = col.shards.iter().map(|&gid| {
-        let req = ShardRequest::new(Command::DropCollection {
-            name: col.shard_name(),
-        })
-        .with_idempotency_key(format!("drop/{}", col.shard_name()));
+    let drop = Command::DropCollection {
+        name: col.shard_name(),
+    };
+    write_each(
+        router,
+        &col.shards,
+        &drop,
+        &format!("drop/{}", col.shard_name()),
+        ErrorCode::CollectionNotFound,
+        deadline,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Writes `command` to every shard in parallel through its leader (retrying while groups
+/// form), with a fixed idempotency key so a resumed operation applies it once. `done` is the
+/// rejection that means "already applied" (the collection exists / is gone).
+async fn write_each(
+    router: &Router,
+    shards: &[GroupId],
+    command: &Command,
+    key: &str,
+    done: ErrorCode,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let writes = shards.iter().map(|&gid| {
+        let req = ShardRequest::new(command.clone()).with_idempotency_key(key);
         async move {
             match router.leader_call(gid, ShardOp::Write(req), deadline).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.code == ErrorCode::CollectionNotFound => Ok(()),
+                Err(e) if e.code == done => Ok(()),
                 Err(e) => Err(e),
             }
         }
     });
-    for r in futures::future::join_all(drops).await {
+    for r in futures::future::join_all(writes).await {
         r?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Per-shard status as the shard's leader (or any replica) reports it.

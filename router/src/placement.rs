@@ -14,7 +14,11 @@ pub enum PlacementError {
          add nodes in other zones, lower the replication factor, or bootstrap the cluster with \
          allow_same_zone = true to accept replicas sharing a zone"
     )]
-    TooFewZones { rf: usize, zones: usize, names: String },
+    TooFewZones {
+        rf: usize,
+        zones: usize,
+        names: String,
+    },
     #[error("cannot place {rf} replicas: only {nodes} live node(s)")]
     TooFewNodes { rf: usize, nodes: usize },
 }
@@ -178,7 +182,9 @@ mod tests {
                 ..Settings::default()
             },
         );
-        let (r, _) = Placer::new(&relaxed, &live(&relaxed)).place().expect("relaxed");
+        let (r, _) = Placer::new(&relaxed, &live(&relaxed))
+            .place()
+            .expect("relaxed");
         assert_eq!(r, vec![1, 2, 3]);
     }
 
@@ -198,6 +204,9 @@ mod tests {
         assert_eq!(r, vec![2, 3, 4], "zone a's idle node 2 is preferred");
         assert_eq!(l, 2);
         let only: BTreeSet<NodeId> = [1, 2, 3].into_iter().collect();
-        assert!(Placer::new(&m, &only).place().is_err(), "node 4 (zone c) is down");
+        assert!(
+            Placer::new(&m, &only).place().is_err(),
+            "node 4 (zone c) is down"
+        );
     }
 }

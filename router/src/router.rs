@@ -248,7 +248,8 @@ impl Router {
                     attempt += 1;
                     // Hints are followed at once; a full round without success backs off.
                     if attempt as usize >= members.len() || code != ErrorCode::NotLeader {
-                        let pause = backoff(attempt).min(deadline.saturating_duration_since(Instant::now()));
+                        let pause = backoff(attempt)
+                            .min(deadline.saturating_duration_since(Instant::now()));
                         tokio::time::sleep(pause).await;
                     }
                 }
@@ -269,7 +270,8 @@ impl Router {
         let zone_of = |n: &NodeId| map.nodes.get(n).map(|i| i.zone.as_str());
         members.sort_by_key(|n| {
             let local = Some(*n) == self.cfg.local_node;
-            let same_zone = self.cfg.local_zone.as_deref().is_some() && zone_of(n) == self.cfg.local_zone.as_deref();
+            let same_zone = self.cfg.local_zone.as_deref().is_some()
+                && zone_of(n) == self.cfg.local_zone.as_deref();
             (!local, !same_zone, *n)
         });
         for n in members {
@@ -289,11 +291,21 @@ impl Router {
 
     /// Reads the map from a metadata replica (local first) and caches it if newer.
     /// `strong` reads it through the metadata leader.
-    pub async fn refresh_map(&self, strong: bool, deadline: Instant) -> Result<Arc<ClusterMap>, ApiError> {
+    pub async fn refresh_map(
+        &self,
+        strong: bool,
+        deadline: Instant,
+    ) -> Result<Arc<ClusterMap>, ApiError> {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         let reply = if strong {
-            self.leader_call(META_GROUP, ShardOp::ReadMap { read: ReadMode::Strong }, deadline)
-                .await?
+            self.leader_call(
+                META_GROUP,
+                ShardOp::ReadMap {
+                    read: ReadMode::Strong,
+                },
+                deadline,
+            )
+            .await?
         } else {
             self.replica_call(
                 META_GROUP,
@@ -308,7 +320,10 @@ impl Router {
         };
         if let ShardReply::Map(Some((version, bytes))) = reply {
             let map = ClusterMap::decode(&bytes).map_err(|e| {
-                ApiError::new(ErrorCode::Internal, format!("cluster map does not decode: {e}"))
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cluster map does not decode: {e}"),
+                )
             })?;
             self.install_map(version, map);
         }
@@ -317,19 +332,32 @@ impl Router {
 
     /// Applies `change` to the current map and stores it with compare-and-set, retrying on
     /// concurrent changes. `change` returns `Ok(false)` when there is nothing to do.
-    pub async fn update_map<F>(&self, deadline: Instant, mut change: F) -> Result<Arc<ClusterMap>, ApiError>
+    pub async fn update_map<F>(
+        &self,
+        deadline: Instant,
+        mut change: F,
+    ) -> Result<Arc<ClusterMap>, ApiError>
     where
         F: FnMut(&mut ClusterMap) -> Result<bool, ApiError>,
     {
         loop {
             let reply = self
-                .leader_call(META_GROUP, ShardOp::ReadMap { read: ReadMode::Strong }, deadline)
+                .leader_call(
+                    META_GROUP,
+                    ShardOp::ReadMap {
+                        read: ReadMode::Strong,
+                    },
+                    deadline,
+                )
                 .await?;
             let (version, mut map) = match reply {
                 ShardReply::Map(Some((v, bytes))) => (
                     v,
                     ClusterMap::decode(&bytes).map_err(|e| {
-                        ApiError::new(ErrorCode::Internal, format!("cluster map does not decode: {e}"))
+                        ApiError::new(
+                            ErrorCode::Internal,
+                            format!("cluster map does not decode: {e}"),
+                        )
                     })?,
                 ),
                 ShardReply::Map(None) => (0, ClusterMap::default()),
@@ -352,7 +380,10 @@ impl Router {
                 expect_version: Some(version),
                 value: map.encode(),
             });
-            match self.leader_call(META_GROUP, ShardOp::Write(cas), deadline).await {
+            match self
+                .leader_call(META_GROUP, ShardOp::Write(cas), deadline)
+                .await
+            {
                 Ok(ShardReply::Written { index, .. }) => {
                     self.install_map(index, map);
                     return Ok(self.map());
@@ -364,7 +395,8 @@ impl Router {
                     ))
                 }
                 Err(e) if e.code == ErrorCode::StaleEpoch => {
-                    metrics::counter!("engram_router_retries_total", "reason" => "map_conflict").increment(1);
+                    metrics::counter!("engram_router_retries_total", "reason" => "map_conflict")
+                        .increment(1);
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -70,7 +70,11 @@ fn read_mode(router: &Router, consistency: i32) -> Result<ReadMode, ApiError> {
     }
 }
 
-fn track<T>(op: &'static str, started: Instant, r: Result<T, ApiError>) -> Result<Response<T>, Status> {
+fn track<T>(
+    op: &'static str,
+    started: Instant,
+    r: Result<T, ApiError>,
+) -> Result<Response<T>, Status> {
     metrics::histogram!("engram_router_request_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
     match r {
@@ -88,6 +92,30 @@ fn new_idempotency_key() -> String {
 }
 
 impl EngramService {
+    /// Runs one request: its deadline (the call's gRPC timeout or the router default, raised
+    /// to `floor` and capped at `cap`), the handler, and the request metrics.
+    async fn serve<Req, Resp, F, Fut>(
+        &self,
+        op: &'static str,
+        req: Request<Req>,
+        (floor, cap): (Option<Duration>, Option<Duration>),
+        handler: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Req, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+    {
+        let started = Instant::now();
+        let mut deadline = deadline_of(&self.router, &req);
+        if let Some(f) = floor {
+            deadline = deadline.max(started + f);
+        }
+        if let Some(c) = cap {
+            deadline = deadline.min(started + c);
+        }
+        track(op, started, handler(req.into_inner(), deadline).await)
+    }
+
     async fn resolve(
         &self,
         tenant: &str,
@@ -101,7 +129,10 @@ impl EngramService {
 
     fn user_shard(&self, col: &CollectionInfo, user: &str) -> Result<GroupId, ApiError> {
         shard_for_user(&col.tenant, user, &col.shards).ok_or_else(|| {
-            ApiError::new(ErrorCode::Internal, format!("collection {} has no shards", col.name))
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("collection {} has no shards", col.name),
+            )
         })
     }
 
@@ -117,7 +148,14 @@ impl EngramService {
         let calls = commands.into_iter().map(|(gid, command)| {
             let req = ShardRequest::new(command)
                 .with_idempotency_key(format!("{}/{}/{}", col.id, key, gid));
-            async move { (gid, self.router.leader_call(gid, ShardOp::Write(req), deadline).await) }
+            async move {
+                (
+                    gid,
+                    self.router
+                        .leader_call(gid, ShardOp::Write(req), deadline)
+                        .await,
+                )
+            }
         });
         let (mut upserted, mut deleted, mut replayed) = (0, 0, true);
         let mut positions = Vec::new();
@@ -170,7 +208,11 @@ impl EngramService {
         if memories.len() > limits.max_batch {
             return Err(ApiError::new(
                 ErrorCode::BatchTooLarge,
-                format!("{} memories in one batch; the limit is {}", memories.len(), limits.max_batch),
+                format!(
+                    "{} memories in one batch; the limit is {}",
+                    memories.len(),
+                    limits.max_batch
+                ),
             ));
         }
         let col = self.resolve(tenant, collection, deadline).await?;
@@ -200,7 +242,8 @@ impl EngramService {
             .into_iter()
             .map(|(gid, ms)| (gid, Command::upsert(col.shard_name(), ms)))
             .collect();
-        let (upserted, _, replayed, positions) = self.write_shards(&col, &key, commands, deadline).await?;
+        let (upserted, _, replayed, positions) =
+            self.write_shards(&col, &key, commands, deadline).await?;
         metrics::counter!("engram_router_memories_written_total").increment(upserted);
         Ok(v1::UpsertResponse {
             written: if replayed { 0 } else { upserted as u32 },
@@ -216,109 +259,140 @@ impl Engram for EngramService {
         &self,
         req: Request<v1::CreateCollectionRequest>,
     ) -> Result<Response<v1::Collection>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req).max(Instant::now() + Duration::from_secs(30));
-        let r = req.into_inner();
-        let result = async {
-            validate_tenant(&r.tenant)?;
-            validate_collection_name(&r.name)?;
-            let config = collection_config(&r, &self.router.config().limits)?;
-            let c = pd::create_collection(&self.router, &r.tenant, &r.name, config, r.shards, deadline).await?;
-            Ok(collection_to(&c))
-        }
-        .await;
-        track("create_collection", started, result)
+        self.serve(
+            "create_collection",
+            req,
+            (Some(Duration::from_secs(30)), None),
+            |r, deadline| async move {
+                validate_tenant(&r.tenant)?;
+                validate_collection_name(&r.name)?;
+                let config = collection_config(&r, &self.router.config().limits)?;
+                let c = pd::create_collection(
+                    &self.router,
+                    &r.tenant,
+                    &r.name,
+                    config,
+                    r.shards,
+                    deadline,
+                )
+                .await?;
+                Ok(collection_to(&c))
+            },
+        )
+        .await
     }
 
     async fn describe_collection(
         &self,
         req: Request<v1::DescribeCollectionRequest>,
     ) -> Result<Response<v1::Collection>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = self.resolve(&r.tenant, &r.name, deadline).await.map(|c| collection_to(&c));
-        track("describe_collection", started, result)
+        self.serve(
+            "describe_collection",
+            req,
+            (None, None),
+            |r, deadline| async move {
+                self.resolve(&r.tenant, &r.name, deadline)
+                    .await
+                    .map(|c| collection_to(&c))
+            },
+        )
+        .await
     }
 
     async fn list_collections(
         &self,
         req: Request<v1::ListCollectionsRequest>,
     ) -> Result<Response<v1::ListCollectionsResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = async {
-            validate_tenant(&r.tenant)?;
-            let map = self.router.refresh_map(true, deadline).await?;
-            Ok(v1::ListCollectionsResponse {
-                collections: map
-                    .tenant_collections(&r.tenant)
-                    .filter(|c| c.ready)
-                    .map(collection_to)
-                    .collect(),
-            })
-        }
-        .await;
-        track("list_collections", started, result)
+        self.serve(
+            "list_collections",
+            req,
+            (None, None),
+            |r, deadline| async move {
+                validate_tenant(&r.tenant)?;
+                let map = self.router.refresh_map(true, deadline).await?;
+                Ok(v1::ListCollectionsResponse {
+                    collections: map
+                        .tenant_collections(&r.tenant)
+                        .filter(|c| c.ready)
+                        .map(collection_to)
+                        .collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn drop_collection(
         &self,
         req: Request<v1::DropCollectionRequest>,
     ) -> Result<Response<v1::DropCollectionResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req).max(Instant::now() + Duration::from_secs(30));
-        let r = req.into_inner();
-        let result = async {
-            validate_tenant(&r.tenant)?;
-            validate_collection_name(&r.name)?;
-            let dropped = pd::drop_collection(&self.router, &r.tenant, &r.name, deadline).await?;
-            Ok(v1::DropCollectionResponse { dropped })
-        }
-        .await;
-        track("drop_collection", started, result)
+        self.serve(
+            "drop_collection",
+            req,
+            (Some(Duration::from_secs(30)), None),
+            |r, deadline| async move {
+                validate_tenant(&r.tenant)?;
+                validate_collection_name(&r.name)?;
+                let dropped =
+                    pd::drop_collection(&self.router, &r.tenant, &r.name, deadline).await?;
+                Ok(v1::DropCollectionResponse { dropped })
+            },
+        )
+        .await
     }
 
     async fn upsert(
         &self,
         req: Request<v1::UpsertRequest>,
     ) -> Result<Response<v1::UpsertResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = match &r.memory {
-            None => Err(invalid("memory is required").with("field", "memory")),
-            Some(m) => {
-                self.upsert_memories(&r.tenant, &r.collection, std::slice::from_ref(m), &r.idempotency_key, deadline)
+        self.serve("upsert", req, (None, None), |r, deadline| async move {
+            match &r.memory {
+                None => Err(invalid("memory is required").with("field", "memory")),
+                Some(m) => {
+                    self.upsert_memories(
+                        &r.tenant,
+                        &r.collection,
+                        std::slice::from_ref(m),
+                        &r.idempotency_key,
+                        deadline,
+                    )
                     .await
+                }
             }
-        };
-        track("upsert", started, result)
+        })
+        .await
     }
 
     async fn upsert_batch(
         &self,
         req: Request<v1::UpsertBatchRequest>,
     ) -> Result<Response<v1::UpsertResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = self
-            .upsert_memories(&r.tenant, &r.collection, &r.memories, &r.idempotency_key, deadline)
-            .await;
-        track("upsert_batch", started, result)
+        self.serve(
+            "upsert_batch",
+            req,
+            (None, None),
+            |r, deadline| async move {
+                self.upsert_memories(
+                    &r.tenant,
+                    &r.collection,
+                    &r.memories,
+                    &r.idempotency_key,
+                    deadline,
+                )
+                .await
+            },
+        )
+        .await
     }
 
     async fn get(&self, req: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = async {
+        self.serve("get", req, (None, None), |r, deadline| async move {
             let limits = &self.router.config().limits;
             validate_key("user", &r.user, limits)?;
             if r.ids.is_empty() || r.ids.len() > limits.max_batch {
-                return Err(invalid(format!("ids: give 1..={} ids", limits.max_batch)).with("field", "ids"));
+                return Err(
+                    invalid(format!("ids: give 1..={} ids", limits.max_batch)).with("field", "ids")
+                );
             }
             let col = self.resolve(&r.tenant, &r.collection, deadline).await?;
             let gid = self.user_shard(&col, &r.user)?;
@@ -340,24 +414,29 @@ impl Engram for EngramService {
             };
             match reply {
                 ShardReply::Memories { found, missing } => Ok(v1::GetResponse {
-                    memories: found.into_iter().map(|m| memory_to(m, r.include_vectors, true)).collect(),
-                    missing: missing.iter().map(|id| external_id(id).to_string()).collect(),
+                    memories: found
+                        .into_iter()
+                        .map(|m| memory_to(m, r.include_vectors, true))
+                        .collect(),
+                    missing: missing
+                        .iter()
+                        .map(|id| external_id(id).to_string())
+                        .collect(),
                 }),
-                other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected reply: {other:?}"))),
+                other => Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("unexpected reply: {other:?}"),
+                )),
             }
-        }
-        .await;
-        track("get", started, result)
+        })
+        .await
     }
 
     async fn delete(
         &self,
         req: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = async {
+        self.serve("delete", req, (None, None), |r, deadline| async move {
             let limits = &self.router.config().limits;
             let col = self.resolve(&r.tenant, &r.collection, deadline).await?;
             let mut commands = BTreeMap::new();
@@ -373,9 +452,17 @@ impl Engram for EngramService {
                     let internal = ids
                         .ids
                         .iter()
-                        .map(|id| validate_key("id", id, limits).map(|_| internal_id(&ids.user, id)))
+                        .map(|id| {
+                            validate_key("id", id, limits).map(|_| internal_id(&ids.user, id))
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
-                    commands.insert(gid, Command::Delete { collection: col.shard_name(), ids: internal });
+                    commands.insert(
+                        gid,
+                        Command::Delete {
+                            collection: col.shard_name(),
+                            ids: internal,
+                        },
+                    );
                 }
                 Some(v1::delete_request::Target::Filter(fs)) => {
                     let mut filter = filter_from(fs.filter.as_ref())?;
@@ -386,40 +473,61 @@ impl Engram for EngramService {
                             vec![self.user_shard(&col, u)?]
                         }
                         Some(scope::Scope::Tenant(true)) => col.shards.clone(),
-                        _ => return Err(invalid("delete by filter needs a scope: a user, or tenant = true").with("field", "scope")),
+                        _ => {
+                            return Err(invalid(
+                                "delete by filter needs a scope: a user, or tenant = true",
+                            )
+                            .with("field", "scope"))
+                        }
                     };
                     let filter_json = serde_json::to_string(&filter)
                         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
                     for gid in shards {
-                        commands.insert(gid, Command::DeleteByFilter { collection: col.shard_name(), filter_json: filter_json.clone() });
+                        commands.insert(
+                            gid,
+                            Command::DeleteByFilter {
+                                collection: col.shard_name(),
+                                filter_json: filter_json.clone(),
+                            },
+                        );
                     }
                 }
-                None => return Err(invalid("delete needs a target: ids of a user, or a filter").with("field", "target")),
+                None => {
+                    return Err(invalid("delete needs a target: ids of a user, or a filter")
+                        .with("field", "target"))
+                }
             }
-            let key = if r.idempotency_key.is_empty() { new_idempotency_key() } else { r.idempotency_key.clone() };
-            let (_, deleted, replayed, _) = self.write_shards(&col, &key, commands, deadline).await?;
+            let key = if r.idempotency_key.is_empty() {
+                new_idempotency_key()
+            } else {
+                r.idempotency_key.clone()
+            };
+            let (_, deleted, replayed, _) =
+                self.write_shards(&col, &key, commands, deadline).await?;
             Ok(v1::DeleteResponse { deleted, replayed })
-        }
-        .await;
-        track("delete", started, result)
+        })
+        .await
     }
 
     async fn search(
         &self,
         req: Request<v1::SearchRequest>,
     ) -> Result<Response<v1::SearchResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req);
-        let r = req.into_inner();
-        let result = async {
+        self.serve("search", req, (None, None), |r, deadline| async move {
             let limits = &self.router.config().limits;
             if r.k == 0 || r.k > limits.max_k {
-                return Err(invalid(format!("k = {} is out of range 1..={}", r.k, limits.max_k)).with("field", "k"));
+                return Err(
+                    invalid(format!("k = {} is out of range 1..={}", r.k, limits.max_k))
+                        .with("field", "k"),
+                );
             }
             let col = self.resolve(&r.tenant, &r.collection, deadline).await?;
-            col.config
-                .validate_vector(&r.vector)
-                .map_err(|e| ApiError::new(engram_raft::index_error_code(&e), format!("query vector: {e}")))?;
+            col.config.validate_vector(&r.vector).map_err(|e| {
+                ApiError::new(
+                    engram_raft::index_error_code(&e),
+                    format!("query vector: {e}"),
+                )
+            })?;
             let mut filter = filter_from(r.filter.as_ref())?;
             let read = read_mode(&self.router, r.consistency)?;
             let (shards, user_scope) = match r.scope.as_ref().and_then(|s| s.scope.as_ref()) {
@@ -429,7 +537,10 @@ impl Engram for EngramService {
                     (vec![self.user_shard(&col, u)?], true)
                 }
                 Some(scope::Scope::Tenant(true)) => (col.shards.clone(), false),
-                _ => return Err(invalid("search needs a scope: a user, or tenant = true").with("field", "scope")),
+                _ => {
+                    return Err(invalid("search needs a scope: a user, or tenant = true")
+                        .with("field", "scope"))
+                }
             };
             let filter_json = serde_json::to_string(&filter)
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
@@ -446,90 +557,118 @@ impl Engram for EngramService {
                 .router
                 .fan_out_search(
                     &shards,
-                    |_| ShardOp::Search { collection: name.clone(), query: query.clone(), read },
+                    |_| ShardOp::Search {
+                        collection: name.clone(),
+                        query: query.clone(),
+                        read,
+                    },
                     read == ReadMode::Strong,
                     deadline,
                 )
                 .await;
-            if !gathered.failed.is_empty() && (user_scope || r.require_complete || gathered.failed.len() == shards.len()) {
-                let (gid, e) = gathered.failed.into_iter().next().unwrap_or((0, ApiError::new(ErrorCode::Internal, "no shard answered")));
+            if !gathered.failed.is_empty()
+                && (user_scope || r.require_complete || gathered.failed.len() == shards.len())
+            {
+                let (gid, e) = gathered
+                    .failed
+                    .into_iter()
+                    .next()
+                    .unwrap_or((0, ApiError::new(ErrorCode::Internal, "no shard answered")));
                 return Err(e.with("shard", gid.to_string()));
             }
             if !gathered.failed.is_empty() {
                 metrics::counter!("engram_router_partial_results_total").increment(1);
             }
             let mut hits = gathered.hits;
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.memory.id.cmp(&b.memory.id)));
+            hits.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.memory.record.id.cmp(&b.memory.record.id))
+            });
             hits.truncate(r.k as usize);
             Ok(v1::SearchResponse {
-                hits: hits.into_iter().map(|h| hit_to(h, r.include_vectors, r.include_payload)).collect(),
+                hits: hits
+                    .into_iter()
+                    .map(|h| hit_to(h, r.include_vectors, r.include_payload))
+                    .collect(),
                 partial: !gathered.failed.is_empty(),
                 failed_shards: gathered
                     .failed
                     .into_iter()
                     .map(|(gid, e)| v1::ShardFailure {
                         shard_id: gid,
-                        error: Some(v1::ErrorDetail { code: e.code as i32, message: e.message, metadata: e.metadata }),
+                        error: Some(v1::ErrorDetail {
+                            code: e.code as i32,
+                            message: e.message,
+                            metadata: e.metadata,
+                        }),
                     })
                     .collect(),
                 staleness_ms: gathered.staleness_ms,
             })
-        }
-        .await;
-        track("search", started, result)
+        })
+        .await
     }
 
     async fn cluster_status(
         &self,
         req: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
-        let started = Instant::now();
-        let deadline = deadline_of(&self.router, &req).min(Instant::now() + Duration::from_secs(5));
-        let result = async {
-            let map = self.router.refresh_map(false, deadline).await?;
-            let live = pd::live_nodes(&self.router, &map).await;
-            let statuses = futures::future::join_all(map.shards.keys().map(|&gid| async move {
-                (gid, pd::shard_status(&self.router, gid, deadline).await)
-            }))
-            .await;
-            let mut leaders: BTreeMap<NodeId, u32> = BTreeMap::new();
-            let mut shards = Vec::new();
-            for (gid, st) in statuses {
-                let info = &map.shards[&gid];
-                let (leader, term, commit, count) = match st {
-                    Ok(s) => (s.leader.unwrap_or(0), s.term, s.commit_index, s.memory_count),
-                    Err(_) => (0, 0, 0, 0),
-                };
-                *leaders.entry(leader).or_default() += 1;
-                shards.push(v1::ShardStatus {
-                    shard_id: gid,
-                    leader_node: leader,
-                    replica_nodes: info.replicas.clone(),
-                    term,
-                    commit_index: commit,
-                    memory_count: count,
-                });
-            }
-            let load = map.load();
-            Ok(v1::ClusterStatusResponse {
-                shard_map_epoch: map.epoch,
-                nodes: map
-                    .nodes
-                    .iter()
-                    .map(|(id, n)| v1::NodeStatus {
-                        node_id: *id,
-                        zone: n.zone.clone(),
-                        address: n.client_addr.clone(),
-                        alive: live.contains(id),
-                        replicas: load.get(id).map(|l| l.0 as u32).unwrap_or(0),
-                        leaders: leaders.get(id).copied().unwrap_or(0),
-                    })
-                    .collect(),
-                shards,
-            })
-        }
-        .await;
-        track("cluster_status", started, result)
+        self.serve(
+            "cluster_status",
+            req,
+            (None, Some(Duration::from_secs(5))),
+            |_, deadline| async move {
+                let map = self.router.refresh_map(false, deadline).await?;
+                let live = pd::live_nodes(&self.router, &map).await;
+                let statuses =
+                    futures::future::join_all(map.shards.keys().map(|&gid| async move {
+                        (gid, pd::shard_status(&self.router, gid, deadline).await)
+                    }))
+                    .await;
+                let mut leaders: BTreeMap<NodeId, u32> = BTreeMap::new();
+                let mut shards = Vec::new();
+                for (gid, st) in statuses {
+                    let info = &map.shards[&gid];
+                    let (leader, term, commit, count) = match st {
+                        Ok(s) => (
+                            s.leader.unwrap_or(0),
+                            s.term,
+                            s.commit_index,
+                            s.memory_count,
+                        ),
+                        Err(_) => (0, 0, 0, 0),
+                    };
+                    *leaders.entry(leader).or_default() += 1;
+                    shards.push(v1::ShardStatus {
+                        shard_id: gid,
+                        leader_node: leader,
+                        replica_nodes: info.replicas.clone(),
+                        term,
+                        commit_index: commit,
+                        memory_count: count,
+                    });
+                }
+                let load = map.load();
+                Ok(v1::ClusterStatusResponse {
+                    shard_map_epoch: map.epoch,
+                    nodes: map
+                        .nodes
+                        .iter()
+                        .map(|(id, n)| v1::NodeStatus {
+                            node_id: *id,
+                            zone: n.zone.clone(),
+                            address: n.client_addr.clone(),
+                            alive: live.contains(id),
+                            replicas: load.get(id).map(|l| l.0 as u32).unwrap_or(0),
+                            leaders: leaders.get(id).copied().unwrap_or(0),
+                        })
+                        .collect(),
+                    shards,
+                })
+            },
+        )
+        .await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use engram_api::{ApiError, ErrorCode};
 use engram_index::{Memory, MemoryMeta, Tier, TierSelection};
-use engram_raft::{GroupId, NodeId, RaftError, ShardRequest};
+use engram_raft::{GroupId, NodeId, RaftError, Record, ShardRequest};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,40 +50,20 @@ pub struct WireQuery {
     pub include_vectors: bool,
 }
 
+/// A memory as a shard returns it: the stored record and the tier it was found in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireMemory {
-    pub id: String,
-    pub user: String,
-    pub payload_json: String,
-    pub text: Option<String>,
-    pub created_at_ms: i64,
-    pub last_accessed_ms: i64,
-    pub importance: f32,
-    pub vector: Vec<f32>,
+    pub record: Record,
     pub tier: Option<Tier>,
 }
 
 impl WireMemory {
     pub fn from_meta(meta: &MemoryMeta, vector: Vec<f32>, tier: Option<Tier>) -> Self {
-        WireMemory {
-            id: meta.id.clone(),
-            user: meta.user.clone(),
-            payload_json: if meta.payload.is_null() {
-                String::new()
-            } else {
-                meta.payload.to_string()
-            },
-            text: meta.text.clone(),
-            created_at_ms: meta.created_at_ms,
-            last_accessed_ms: meta.last_accessed_ms,
-            importance: meta.importance,
+        let record = Record::from(Memory {
+            meta: meta.clone(),
             vector,
-            tier,
-        }
-    }
-
-    pub fn from_memory(m: Memory, tier: Option<Tier>) -> Self {
-        Self::from_meta(&m.meta, m.vector, tier)
+        });
+        WireMemory { record, tier }
     }
 }
 

@@ -10,7 +10,11 @@ use engram_node::launch::{ClusterSpec, ProcessCluster};
 use engram_router::{EngramService, RemoteTransport, Router, RouterConfig, Settings};
 
 #[derive(Parser)]
-#[command(name = "engram", version, about = "Engram: distributed vector memory for AI agents")]
+#[command(
+    name = "engram",
+    version,
+    about = "Engram: distributed vector memory for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,9 +63,13 @@ enum Cmd {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 async fn shutdown_signal() {
@@ -75,7 +83,10 @@ async fn shutdown_signal() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("engram: cannot start the runtime: {e}");
@@ -85,13 +96,30 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Node { config } => run_node(config).await,
-            Cmd::Router { listen, cluster_config } => run_router(listen, cluster_config).await,
-            Cmd::Up { nodes, zones, dir, base_port, shards, allow_same_zone, demo, periodic_sync } => {
-                let mut spec = ClusterSpec::new(dir, std::env::current_exe().map_err(|e| e.to_string())?);
+            Cmd::Router {
+                listen,
+                cluster_config,
+            } => run_router(listen, cluster_config).await,
+            Cmd::Up {
+                nodes,
+                zones,
+                dir,
+                base_port,
+                shards,
+                allow_same_zone,
+                demo,
+                periodic_sync,
+            } => {
+                let mut spec =
+                    ClusterSpec::new(dir, std::env::current_exe().map_err(|e| e.to_string())?);
                 spec.nodes = nodes;
                 spec.zones = zones;
                 spec.base_port = base_port;
-                spec.settings = Settings { shared_shards: shards, allow_same_zone, ..Settings::default() };
+                spec.settings = Settings {
+                    shared_shards: shards,
+                    allow_same_zone,
+                    ..Settings::default()
+                };
                 if periodic_sync {
                     spec.durability = DurabilityMode::Periodic;
                 }
@@ -122,7 +150,11 @@ async fn run_router(listen: String, cluster_config: PathBuf) -> Result<(), Strin
     let cfg = NodeConfig::load(Some(&cluster_config)).map_err(|e| e.to_string())?;
     let router = Router::new(
         RouterConfig {
-            meta_seeds: cfg.initial_cluster.iter().map(|m| (m.id, m.peer_addr.clone())).collect(),
+            meta_seeds: cfg
+                .initial_cluster
+                .iter()
+                .map(|m| (m.id, m.peer_addr.clone()))
+                .collect(),
             limits: cfg.limits.clone(),
             max_staleness_ms: cfg.max_staleness_ms,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
@@ -133,11 +165,15 @@ async fn run_router(listen: String, cluster_config: PathBuf) -> Result<(), Strin
     let refresher = router.clone();
     tokio::spawn(async move {
         loop {
-            let _ = refresher.refresh_map(false, std::time::Instant::now() + Duration::from_secs(2)).await;
+            let _ = refresher
+                .refresh_map(false, std::time::Instant::now() + Duration::from_secs(2))
+                .await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    let addr = listen.parse().map_err(|e| format!("--listen {listen}: {e}"))?;
+    let addr = listen
+        .parse()
+        .map_err(|e| format!("--listen {listen}: {e}"))?;
     tracing::info!(%listen, "router serving");
     tonic::transport::Server::builder()
         .add_service(EngramService::server(router))
@@ -149,7 +185,11 @@ async fn run_router(listen: String, cluster_config: PathBuf) -> Result<(), Strin
 async fn up(spec: ClusterSpec, demo: bool) -> Result<(), String> {
     let dir = spec.dir.clone();
     let mut cluster = ProcessCluster::configure(spec).map_err(|e| e.to_string())?;
-    println!("engram up: starting {} nodes in {}", cluster.len(), dir.display());
+    println!(
+        "engram up: starting {} nodes in {}",
+        cluster.len(),
+        dir.display()
+    );
     cluster.start_all().map_err(|e| e.to_string())?;
     if let Err(e) = cluster.wait_ready(Duration::from_secs(120)).await {
         cluster.stop_all(Duration::from_secs(5));
@@ -157,18 +197,43 @@ async fn up(spec: ClusterSpec, demo: bool) -> Result<(), String> {
     }
     let endpoints = cluster.endpoints();
     if demo {
-        let client = engram_client::Client::connect(endpoints.clone()).await.map_err(|e| e.to_string())?;
-        let n = engram_node::demo::load(&client).await.map_err(|e| format!("loading the demo: {e}"))?;
-        println!("demo: tenant {:?}, collection {:?}: {n} sample memories", engram_node::demo::TENANT, engram_node::demo::COLLECTION);
+        let client = engram_client::Client::connect(endpoints.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = engram_node::demo::load(&client)
+            .await
+            .map_err(|e| format!("loading the demo: {e}"))?;
+        println!(
+            "demo: tenant {:?}, collection {:?}: {n} sample memories",
+            engram_node::demo::TENANT,
+            engram_node::demo::COLLECTION
+        );
     }
-    println!("\nEngram is up: {} nodes, zones {}", cluster.len(),
-        cluster.configs.iter().map(|c| c.zone.as_str()).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nEngram is up: {} nodes, zones {}",
+        cluster.len(),
+        cluster
+            .configs
+            .iter()
+            .map(|c| c.zone.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for c in &cluster.configs {
-        println!("  node {}  {}  api http://{}  metrics http://{}/metrics", c.node_id, c.zone, c.client_addr, c.http_addr);
+        println!(
+            "  node {}  {}  api http://{}  metrics http://{}/metrics",
+            c.node_id, c.zone, c.client_addr, c.http_addr
+        );
     }
     println!("  logs and data: {}", dir.display());
-    println!("\nTry it:  cargo run -p engram-client --example agent -- --endpoint {}", endpoints[0]);
-    println!("Ctrl-C stops the cluster (data stays in {}).", dir.display());
+    println!(
+        "\nTry it:  cargo run -p engram-client --example agent -- --endpoint {}",
+        endpoints[0]
+    );
+    println!(
+        "Ctrl-C stops the cluster (data stays in {}).",
+        dir.display()
+    );
 
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     // One listener for the whole loop: a signal arriving between two polls is not lost.
