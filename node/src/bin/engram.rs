@@ -227,7 +227,7 @@ async fn up(spec: ClusterSpec, demo: bool) -> Result<(), String> {
     }
     println!("  logs and data: {}", dir.display());
     println!(
-        "\nTry it:  cargo run -p engram-client --example agent -- --endpoint {}",
+        "\nTry it:  cargo run --release -p engram-client --example agent -- --endpoint {}",
         endpoints[0]
     );
     println!(
