@@ -150,3 +150,66 @@ impl NodeConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            node_id: 1,
+            zone: "zone-a".into(),
+            data_dir: "/tmp/engram-test".into(),
+            client_addr: "127.0.0.1:7101".into(),
+            peer_addr: "127.0.0.1:7201".into(),
+            http_addr: "127.0.0.1:7301".into(),
+            peer_token: "0123456789abcdef0123".into(),
+            initial_cluster: vec![Member {
+                id: 1,
+                peer_addr: "127.0.0.1:7201".into(),
+                zone: "zone-a".into(),
+            }],
+            cluster: Settings::default(),
+            limits: Limits::default(),
+            durability: DurabilityMode::Sync,
+            periodic_sync_ms: 10,
+            max_staleness_ms: 5_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+
+    // The only test in this binary that touches ENGRAM__ variables.
+    #[test]
+    fn file_then_environment_overrides() {
+        let dir = std::env::temp_dir().join(format!("engram-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("node.toml");
+        std::fs::write(&path, sample().to_toml()).expect("write");
+        assert_eq!(NodeConfig::load(Some(&path)).expect("load"), sample());
+
+        std::env::set_var("ENGRAM__CLUSTER__SHARED_SHARDS", "12");
+        std::env::set_var("ENGRAM__LIMITS__MAX_BATCH", "50");
+        std::env::set_var("ENGRAM__ZONE", "zone-z");
+        let cfg = NodeConfig::load(Some(&path)).expect("load with env");
+        std::env::remove_var("ENGRAM__CLUSTER__SHARED_SHARDS");
+        std::env::remove_var("ENGRAM__LIMITS__MAX_BATCH");
+        std::env::remove_var("ENGRAM__ZONE");
+        assert_eq!(cfg.cluster.shared_shards, 12);
+        assert_eq!(cfg.limits.max_batch, 50);
+        assert_eq!(cfg.zone, "zone-z");
+        assert_eq!(
+            cfg.limits.max_k,
+            Limits::default().max_k,
+            "unset fields keep defaults"
+        );
+
+        let mut bad = sample();
+        bad.peer_token = "short".into();
+        std::fs::write(&path, bad.to_toml()).expect("write");
+        let e = NodeConfig::load(Some(&path)).expect_err("short token");
+        assert!(e.to_string().contains("peer_token"), "{e}");
+        let e = NodeConfig::load(Some(&dir.join("missing.toml"))).expect_err("missing");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

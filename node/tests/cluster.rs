@@ -249,8 +249,10 @@ async fn fifty_tenants_survive_killing_the_busiest_leader() {
     // Writes and searches keep succeeding through the surviving nodes.
     let survivor = tc.client_of((vi + 1) % 3);
     let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
     let mut more = Vec::new();
     for i in 0..200 {
+        let w0 = Instant::now();
         let t = format!("tenant-{}", i % TENANTS);
         let s = Stored {
             tenant: t.clone(),
@@ -267,14 +269,16 @@ async fn fifty_tenants_survive_killing_the_busiest_leader() {
         )
         .await
         .expect("write after failover");
-        if i == 0 {
-            eprintln!(
-                "first write after the kill acknowledged in {:?}",
-                t0.elapsed()
-            );
-        }
+        slowest = slowest.max(w0.elapsed());
         more.push(s);
     }
+    // Writes to the shards the victim led wait for their failover (informational: timing
+    // is measured by engram-bench raft, not asserted here).
+    eprintln!(
+        "200 writes after the kill acknowledged in {:?}; slowest {:?}",
+        t0.elapsed(),
+        slowest
+    );
     data.extend(more);
     let (ur, tr) = check_searches(&survivor, &data, &mut rng, 30).await;
     eprintln!("after failover: user-scope recall {ur:.3}, tenant-scope recall {tr:.3}");

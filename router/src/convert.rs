@@ -253,7 +253,11 @@ pub fn memory_to(w: WireMemory, include_vector: bool, include_payload: bool) -> 
         id: external_id(&r.id).to_string(),
         user: r.user,
         vector: if include_vector { r.vector } else { Vec::new() },
-        payload_json: if include_payload { r.payload_json } else { String::new() },
+        payload_json: if include_payload {
+            r.payload_json
+        } else {
+            String::new()
+        },
         text: r.text,
         created_at_ms: r.created_at_ms,
         last_accessed_ms: r.last_accessed_ms,
