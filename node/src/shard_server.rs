@@ -67,9 +67,12 @@ pub async fn execute(
                 deduplicated: ack.deduplicated,
             })
         }
-        ShardOp::ReadMap { read } => {
+        ShardOp::ReadMap { read, newer_than } => {
             let (state, _) = read_state(&host, gid, read).await?;
-            Ok(ShardReply::Map(state.kv_get(MAP_KEY).map_err(storage)?))
+            Ok(match state.kv_get(MAP_KEY).map_err(storage)? {
+                Some((version, _)) if version <= newer_than => ShardReply::MapUnchanged,
+                map => ShardReply::Map(map),
+            })
         }
         ShardOp::Search {
             collection,

@@ -200,6 +200,11 @@ async fn followers_refuse_writes_and_name_the_leader() {
     c.create_groups([5], &[0, 1, 2]).await;
     let leader = c.leader(5, T).await;
     let follower = (leader + 1) % 3;
+    // The follower names the leader once it has heard from it (the leader's first append).
+    c.host(follower)
+        .wait_leader(5, T)
+        .await
+        .expect("follower learns the leader");
     match c.host(follower).write(5, create_collection("mem")).await {
         Err(RaftError::NotLeader {
             leader: Some((id, _)),

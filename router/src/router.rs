@@ -2,7 +2,6 @@
 //! it, and retries on leader changes and unreachable nodes within the request's deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +82,6 @@ pub struct Router {
     transport: Arc<dyn ShardTransport>,
     map: RwLock<(u64, Arc<ClusterMap>)>,
     leaders: RwLock<HashMap<GroupId, NodeId>>,
-    refreshes: AtomicU64,
 }
 
 fn deadline_error(gid: GroupId, last: Option<WireError>) -> ApiError {
@@ -108,7 +106,6 @@ impl Router {
             transport,
             map: RwLock::new((0, Arc::new(ClusterMap::default()))),
             leaders: RwLock::default(),
-            refreshes: AtomicU64::new(0),
         })
     }
 
@@ -296,12 +293,14 @@ impl Router {
         strong: bool,
         deadline: Instant,
     ) -> Result<Arc<ClusterMap>, ApiError> {
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        // Only a newer map travels (and is decoded); the cache is polled twice a second.
+        let newer_than = self.map_version();
         let reply = if strong {
             self.leader_call(
                 META_GROUP,
                 ShardOp::ReadMap {
                     read: ReadMode::Strong,
+                    newer_than,
                 },
                 deadline,
             )
@@ -313,6 +312,7 @@ impl Router {
                     read: ReadMode::Bounded {
                         max_staleness_ms: u64::MAX,
                     },
+                    newer_than,
                 },
                 deadline,
             )
@@ -346,6 +346,7 @@ impl Router {
                     META_GROUP,
                     ShardOp::ReadMap {
                         read: ReadMode::Strong,
+                        newer_than: 0,
                     },
                     deadline,
                 )

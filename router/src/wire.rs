@@ -25,8 +25,9 @@ pub enum ShardOp {
     },
     /// Leader, term, indexes and size of the local replica.
     Status,
-    /// The cluster map as this replica of the metadata group has applied it.
-    ReadMap { read: ReadMode },
+    /// The cluster map as this replica of the metadata group has applied it, if its version
+    /// is above `newer_than` (a router polling its cache gets `MapUnchanged` otherwise).
+    ReadMap { read: ReadMode, newer_than: u64 },
     /// Liveness probe of the node (the group id is ignored).
     Ping,
 }
@@ -103,6 +104,8 @@ pub enum ShardReply {
     Status(WireStatus),
     /// (version, encoded map); `None` before the cluster is bootstrapped.
     Map(Option<(u64, Vec<u8>)>),
+    /// The map is still at the version the caller has.
+    MapUnchanged,
     Pong,
 }
 
