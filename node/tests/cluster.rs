@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use engram_client::{v1, ErrorCode, MemoryInput, Search};
-use engram_router::Settings;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -143,15 +142,7 @@ async fn check_searches(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_tenants_survive_killing_the_busiest_leader() {
-    let mut tc = common::start(
-        3,
-        3,
-        Settings {
-            shared_shards: 6,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let mut tc = common::start(3, 3, common::pool(6, false)).await;
     let client = tc.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
 
@@ -345,15 +336,7 @@ async fn get_raw(client: &engram_client::Client, req: v1::GetRequest) -> v1::Get
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors_and_writes_nothing() {
-    let tc = common::start(
-        3,
-        3,
-        Settings {
-            shared_shards: 2,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let tc = common::start(3, 3, common::pool(2, false)).await;
     let c = tc.client();
     c.create_collection("acme", "notes", 4)
         .await
@@ -583,15 +566,7 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_need_distinct_zones_unless_relaxed() {
     // Three nodes in two zones: a shard of three replicas cannot have them in distinct zones.
-    let tc = common::start(
-        3,
-        2,
-        Settings {
-            shared_shards: 2,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let tc = common::start(3, 2, common::pool(2, false)).await;
     let e = tc
         .client()
         .create_collection("acme", "notes", 4)
@@ -605,16 +580,7 @@ async fn replicas_need_distinct_zones_unless_relaxed() {
     );
     drop(tc);
 
-    let tc = common::start(
-        3,
-        2,
-        Settings {
-            shared_shards: 2,
-            allow_same_zone: true,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let tc = common::start(3, 2, common::pool(2, true)).await;
     let c = tc.client();
     c.create_collection("acme", "notes", 4)
         .await

@@ -31,6 +31,16 @@ pub fn spec(nodes: usize, zones: usize, settings: Settings) -> (ClusterSpec, tem
     (spec, dir)
 }
 
+/// Placement settings: a shared pool of `shards`, replicas in distinct zones unless
+/// `allow_same_zone`.
+pub fn pool(shards: u32, allow_same_zone: bool) -> Settings {
+    Settings {
+        shared_shards: shards,
+        allow_same_zone,
+        ..Settings::default()
+    }
+}
+
 pub async fn start(nodes: usize, zones: usize, settings: Settings) -> TestCluster {
     let (spec, dir) = spec(nodes, zones, settings);
     let mut cluster = ProcessCluster::configure(spec).expect("configure");
