@@ -18,8 +18,23 @@ use crate::placement::{PlacementError, Placer};
 use crate::router::Router;
 use crate::wire::{ShardOp, ShardReply};
 
-fn placement_error(e: PlacementError) -> ApiError {
-    ApiError::new(ErrorCode::PlacementImpossible, e.to_string())
+/// Why new shards cannot be placed now. With every registered node answering the zone rule
+/// could be met, the cause is nodes that did not answer: transient, retryable. Otherwise the
+/// cluster's shape cannot meet it: PLACEMENT_IMPOSSIBLE.
+fn placement_error(m: &ClusterMap, live: &BTreeSet<NodeId>) -> impl Fn(PlacementError) -> ApiError {
+    let all: BTreeSet<NodeId> = m.nodes.keys().copied().collect();
+    let down: Vec<NodeId> = all.difference(live).copied().collect();
+    let possible_when_all_up = !down.is_empty() && Placer::new(m, &all).place().is_ok();
+    move |e| {
+        if possible_when_all_up {
+            ApiError::new(
+                ErrorCode::ShardUnavailable,
+                format!("{e}: node(s) {down:?} did not answer; retry when they are back"),
+            )
+        } else {
+            ApiError::new(ErrorCode::PlacementImpossible, e.to_string())
+        }
+    }
 }
 
 /// Creates the cluster map on first use (with `settings`) and records `node` in it.
@@ -46,11 +61,11 @@ pub async fn register_node(
         .await
 }
 
-/// Nodes of the map that answer a ping within a second.
+/// Nodes of the map that answer a ping within two seconds.
 pub async fn live_nodes(router: &Router, map: &ClusterMap) -> BTreeSet<NodeId> {
     let pings = map.nodes.keys().map(|&n| async move {
         let ok = router
-            .call_node(n, 0, ShardOp::Ping, Duration::from_secs(1))
+            .call_node(n, 0, ShardOp::Ping, Duration::from_secs(2))
             .await
             .is_ok();
         (n, ok)
@@ -68,10 +83,11 @@ fn new_shards(
     placer: &mut Placer,
     n: u32,
     dedicated_to: Option<&str>,
+    why: &impl Fn(PlacementError) -> ApiError,
 ) -> Result<Vec<GroupId>, ApiError> {
     let mut out = Vec::new();
     for _ in 0..n.max(1) {
-        let (replicas, leader) = placer.place().map_err(placement_error)?;
+        let (replicas, leader) = placer.place().map_err(why)?;
         let gid = m.next_group;
         m.next_group += 1;
         m.shards.insert(
@@ -120,18 +136,19 @@ pub async fn create_collection(
                 }
                 return Ok(false); // resume an interrupted creation
             }
+            let why = placement_error(m, &live);
             let mut placer = Placer::new(m, &live);
             let dedicated = m.tenants.get(tenant).map(|t| t.dedicated.clone()).unwrap_or_default();
             let shards = if !dedicated.is_empty() {
                 dedicated
             } else if dedicated_shards > 0 {
-                let s = new_shards(m, &mut placer, dedicated_shards, Some(tenant))?;
+                let s = new_shards(m, &mut placer, dedicated_shards, Some(tenant), &why)?;
                 m.tenants.insert(tenant.to_string(), TenantInfo { dedicated: s.clone() });
                 s
             } else {
                 if m.shared_pool.is_empty() {
                     let n = m.settings.shared_shards;
-                    m.shared_pool = new_shards(m, &mut placer, n, None)?;
+                    m.shared_pool = new_shards(m, &mut placer, n, None, &why)?;
                 }
                 m.tenants.entry(tenant.to_string()).or_default();
                 tenant_shards(tenant, &m.shared_pool, m.settings.tenant_spread as usize)
@@ -278,5 +295,62 @@ pub async fn shard_status(
             ErrorCode::Internal,
             format!("unexpected status reply: {other:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(zones: &[&str]) -> ClusterMap {
+        let mut m = ClusterMap::new(Settings::default());
+        for (i, z) in zones.iter().enumerate() {
+            m.nodes.insert(
+                i as NodeId + 1,
+                NodeInfo {
+                    zone: z.to_string(),
+                    client_addr: String::new(),
+                    peer_addr: String::new(),
+                    http_addr: String::new(),
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn unreachable_nodes_are_retryable_a_bad_shape_is_not() {
+        // Three zones, but zone c's node does not answer: retry later.
+        let m = map(&["a", "b", "c"]);
+        let live: BTreeSet<NodeId> = [1, 2].into_iter().collect();
+        let e = Placer::new(&m, &live)
+            .place()
+            .map_err(placement_error(&m, &live))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ShardUnavailable);
+        assert!(
+            e.code.is_retryable() && e.message.contains("[3]"),
+            "{}",
+            e.message
+        );
+
+        // Two zones for three replicas: no amount of waiting helps.
+        let m = map(&["a", "a", "b"]);
+        let live: BTreeSet<NodeId> = [1, 2, 3].into_iter().collect();
+        let e = Placer::new(&m, &live)
+            .place()
+            .map_err(placement_error(&m, &live))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PlacementImpossible);
+        let live: BTreeSet<NodeId> = [1, 3].into_iter().collect();
+        let e = Placer::new(&m, &live)
+            .place()
+            .map_err(placement_error(&m, &live))
+            .unwrap_err();
+        assert_eq!(
+            e.code,
+            ErrorCode::PlacementImpossible,
+            "a node down does not hide a bad shape"
+        );
     }
 }

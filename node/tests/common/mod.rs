@@ -60,6 +60,18 @@ pub fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+impl Drop for TestCluster {
+    /// A failing test shows what the nodes said (CI keeps no other trace of them).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.cluster.len() {
+                let log = std::fs::read_to_string(self.cluster.log_path(i)).unwrap_or_default();
+                eprintln!("--- node {} log (tail) ---\n{}", i + 1, tail(&log, 40));
+            }
+        }
+    }
+}
+
 impl TestCluster {
     pub fn client(&self) -> Client {
         Client::with_config(
