@@ -19,6 +19,9 @@ pub struct ClusterSpec {
     pub dir: PathBuf,
     /// Loopback address the nodes listen on (any 127.0.0.0/8 address).
     pub host: String,
+    /// Each node on its own address: node i (from 1) on `host` + (i - 1) in the last octet
+    /// (what the chaos suite needs to cut links between nodes).
+    pub distinct_hosts: bool,
     /// Node i (from 1) listens on base+i (client), base+100+i (peer), base+200+i (HTTP).
     pub base_port: u16,
     pub settings: Settings,
@@ -28,12 +31,33 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
+    /// The address node `i` (from 1) listens on.
+    pub fn node_host(&self, i: usize) -> Result<String, LaunchError> {
+        if !self.distinct_hosts {
+            return Ok(self.host.clone());
+        }
+        let ip: std::net::Ipv4Addr = self
+            .host
+            .parse()
+            .map_err(|e| LaunchError::Config(format!("host {:?}: {e}", self.host)))?;
+        let o = ip.octets();
+        let last = o[3] as usize + i - 1;
+        if last > 254 {
+            return Err(LaunchError::Config(format!(
+                "host {} leaves no room for {} node addresses",
+                self.host, self.nodes
+            )));
+        }
+        Ok(format!("{}.{}.{}.{last}", o[0], o[1], o[2]))
+    }
+
     pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>) -> Self {
         ClusterSpec {
             nodes: 3,
             zones: 3,
             dir: dir.into(),
             host: "127.0.0.1".into(),
+            distinct_hosts: false,
             base_port: 7100,
             settings: Settings::default(),
             durability: DurabilityMode::Sync,
@@ -95,12 +119,15 @@ impl ProcessCluster {
             }
         } else {
             let token = random_token();
-            let addr = |port: u16| format!("{}:{port}", spec.host);
+            let hosts = (1..=spec.nodes)
+                .map(|i| spec.node_host(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let addr = |i: usize, port: u16| format!("{}:{port}", hosts[i - 1]);
             let meta_n = spec.nodes.min(if spec.nodes >= 5 { 5 } else { 3 });
             let initial: Vec<Member> = (1..=meta_n)
                 .map(|i| Member {
                     id: i as u64,
-                    peer_addr: addr(spec.base_port + 100 + i as u16),
+                    peer_addr: addr(i, spec.base_port + 100 + i as u16),
                     zone: zone_name((i - 1) % spec.zones.max(1)),
                 })
                 .collect();
@@ -109,9 +136,9 @@ impl ProcessCluster {
                     node_id: i as u64,
                     zone: zone_name((i - 1) % spec.zones.max(1)),
                     data_dir: spec.dir.join(format!("node-{i}")),
-                    client_addr: addr(spec.base_port + i as u16),
-                    peer_addr: addr(spec.base_port + 100 + i as u16),
-                    http_addr: addr(spec.base_port + 200 + i as u16),
+                    client_addr: addr(i, spec.base_port + i as u16),
+                    peer_addr: addr(i, spec.base_port + 100 + i as u16),
+                    http_addr: addr(i, spec.base_port + 200 + i as u16),
                     peer_token: token.clone(),
                     initial_cluster: initial.clone(),
                     cluster: spec.settings.clone(),

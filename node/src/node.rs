@@ -93,6 +93,14 @@ pub async fn run(
         config.data_dir.join("raft"),
         config.peer_token.clone(),
     );
+    // Peer connections leave from the address this node advertises (not 127.0.0.1 / the
+    // kernel's pick), so address-based network policy sees which node is talking.
+    hc.transport.local_address = config
+        .peer_addr
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
     if config.durability == DurabilityMode::Periodic {
         hc.durability = Durability::Periodic {
             interval_ms: config.periodic_sync_ms,

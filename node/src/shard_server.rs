@@ -206,7 +206,8 @@ pub struct NodeTransport {
 
 impl NodeTransport {
     pub fn new(host: Arc<RaftHost>) -> Self {
-        let remote = RemoteTransport::new(host.peer_token());
+        let remote = RemoteTransport::new(host.peer_token())
+            .with_local_address(host.transport_config().local_address);
         NodeTransport { host, remote }
     }
 }

@@ -53,6 +53,9 @@ pub struct TransportConfig {
     pub snapshot_chunk_timeout: Duration,
     /// A whole snapshot transfer is abandoned after this long.
     pub snapshot_timeout: Duration,
+    /// Source address of outgoing peer connections (a node dials from the address it
+    /// advertises, so per-address network policy, and the chaos suite's partitions, apply).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for TransportConfig {
@@ -64,6 +67,7 @@ impl Default for TransportConfig {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunk_timeout: Duration::from_secs(10),
             snapshot_timeout: Duration::from_secs(600),
+            local_address: None,
         }
     }
 }
@@ -96,6 +100,7 @@ impl PeerClient {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
             .connect_timeout(config.connect_timeout)
+            .local_address(config.local_address)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(10));

@@ -621,11 +621,13 @@ impl Engram for EngramService {
             |_, deadline| async move {
                 let map = self.router.refresh_map(false, deadline).await?;
                 let live = pd::live_nodes(&self.router, &map).await;
-                let statuses =
+                let (statuses, meta) = futures::future::join(
                     futures::future::join_all(map.shards.keys().map(|&gid| async move {
                         (gid, pd::shard_status(&self.router, gid, deadline).await)
-                    }))
-                    .await;
+                    })),
+                    pd::shard_status(&self.router, crate::map::META_GROUP, deadline),
+                )
+                .await;
                 let mut leaders: BTreeMap<NodeId, u32> = BTreeMap::new();
                 let mut shards = Vec::new();
                 for (gid, st) in statuses {
@@ -665,6 +667,7 @@ impl Engram for EngramService {
                         })
                         .collect(),
                     shards,
+                    meta_leader: meta.ok().and_then(|s| s.leader).unwrap_or(0),
                 })
             },
         )

@@ -32,6 +32,7 @@ pub trait ShardTransport: Send + Sync + 'static {
 pub struct RemoteTransport {
     token: Arc<str>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    local_address: Option<std::net::IpAddr>,
 }
 
 impl RemoteTransport {
@@ -39,7 +40,14 @@ impl RemoteTransport {
         RemoteTransport {
             token: peer_token.into(),
             channels: Arc::default(),
+            local_address: None,
         }
+    }
+
+    /// Dials from `addr` (a node dials from the address it advertises).
+    pub fn with_local_address(mut self, addr: Option<std::net::IpAddr>) -> Self {
+        self.local_address = addr;
+        self
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, WireError> {
@@ -49,6 +57,7 @@ impl RemoteTransport {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| WireError::unreachable(0, format!("bad address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
+            .local_address(self.local_address)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(3));
