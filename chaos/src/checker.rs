@@ -328,9 +328,10 @@ fn max_global_gap(history: &[Op]) -> f64 {
 }
 
 /// **Availability**, per fault. Writes are grouped in streams (one tenant's user: one shard).
-/// A write invoked while the fault was active waited until its own acknowledgement, or, if it
-/// failed, until the next acknowledged write of its stream: the longest such wait is the
-/// fault's `unavailable_s`. `recover_s` is how long after the heal the last write pending at
+/// A write invoked while the fault was active (or in flight when it began) waited until its
+/// own acknowledgement, or, if it failed, until the next acknowledged write of its stream:
+/// the longest such wait, counted from the later of its invocation and the fault's start, is
+/// the fault's `unavailable_s`. `recover_s` is how long after the heal the last write pending at
 /// the heal took to be acknowledged (0 when nothing was stuck).
 pub fn availability(history: &[Op], faults: &mut [FaultRecord]) {
     let mut streams: HashMap<(&str, &str), Vec<&Op>> = HashMap::new();
@@ -362,10 +363,14 @@ pub fn availability(history: &[Op], faults: &mut [FaultRecord]) {
         }
     }
     for f in faults.iter_mut() {
+        // Writes invoked while the fault was on, and those already in flight when it began
+        // (counted from the fault's start).
         let during = served
             .iter()
-            .filter(|(inv, _)| *inv >= f.start_s && *inv < f.heal_s);
-        f.unavailable_s = during.map(|(inv, at)| at - inv).fold(0.0, f64::max);
+            .filter(|(inv, at)| *inv < f.heal_s && *at > f.start_s);
+        f.unavailable_s = during
+            .map(|(inv, at)| at - inv.max(f.start_s))
+            .fold(0.0, f64::max);
         f.recover_s = served
             .iter()
             .filter(|(inv, at)| *inv < f.heal_s && *at > f.heal_s)

@@ -56,6 +56,9 @@ struct RunArgs {
     /// Write the SVG timeline here (single seed).
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Write the full recorded history (JSON) here (single seed).
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// Write seed-S.json and seed-S.svg for every seed into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -144,6 +147,7 @@ async fn main_run(args: RunArgs) -> Result<bool, String> {
         cfg.dir = if seeds.len() == 1 { args.dir.clone() } else { args.dir.as_ref().map(|d| d.join(format!("seed-{seed}"))) };
         cfg.json = args.json.clone().filter(|_| seeds.len() == 1);
         cfg.svg = args.svg.clone().filter(|_| seeds.len() == 1);
+        cfg.history = args.history.clone().filter(|_| seeds.len() == 1);
         if let Some(o) = &args.out {
             cfg.json = Some(o.join(format!("seed-{seed}.json")));
             cfg.svg = Some(o.join(format!("seed-{seed}.svg")));

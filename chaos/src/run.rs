@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub binary: PathBuf,
     pub json: Option<PathBuf>,
     pub svg: Option<PathBuf>,
+    /// Write the full recorded history (JSON) here.
+    pub history: Option<PathBuf>,
     /// Steps the linearizability search may take per key before giving up.
     pub max_lin_steps: u64,
 }
@@ -60,6 +62,7 @@ impl RunConfig {
             binary,
             json: None,
             svg: None,
+            history: None,
             max_lin_steps: 20_000_000,
         }
     }
@@ -232,6 +235,10 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
     if let Some(p) = &cfg.svg {
         std::fs::write(p, timeline_svg(&history, &report.faults, cfg.seed))
             .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if let Some(p) = &cfg.history {
+        let text = serde_json::to_string(&history).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     cluster.stop_all(Duration::from_secs(10));
     if !report.ok && cfg.dir.is_none() {

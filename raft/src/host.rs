@@ -553,6 +553,11 @@ impl RaftHost {
         crate::liveness::on_heartbeat(self, from, beats)
     }
 
+    /// Answers a peer's pre-vote; returns the groups it would vote in.
+    pub fn on_pre_vote(&self, groups: &[engram_api::peer::GroupPreVote]) -> Vec<u64> {
+        crate::liveness::on_pre_vote(self, groups)
+    }
+
     /// Serves the peer service on `listener` until `shutdown` resolves.
     pub async fn serve_peers(
         self: &Arc<Self>,

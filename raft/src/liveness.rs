@@ -7,6 +7,11 @@
 //! the leader yet) says so and the leader sends that group a real append. A follower whose
 //! leader has been silent for a randomised election timeout starts an election itself.
 //!
+//! Before electing, it asks the group's other voters whether they lost the leader too
+//! (pre-vote, as in etcd and TiKV): an election starts only when a majority agrees. A node cut
+//! off by a partition or paused therefore never raises its term, and does not depose the
+//! healthy leader when it returns.
+//!
 //! So an idle node costs one small RPC per peer per interval, whatever the number of groups,
 //! and a group whose leader dies still elects a new one within the election timeout.
 
@@ -14,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use engram_api::peer::{GroupBeat, HeartbeatRequest};
+use engram_api::peer::{GroupBeat, GroupPreVote, HeartbeatRequest, PreVoteRequest};
 use openraft::ServerState;
 use rand::Rng;
 
@@ -145,14 +150,9 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
         return;
     }
     metrics::gauge!("engram_raft_groups_led").set(leaders as f64);
-    for g in elect {
-        tracing::info!(
-            group = g.id,
-            node = me,
-            "leader silent past the election timeout; electing"
-        );
-        metrics::counter!("engram_raft_elections_started_total").increment(1);
-        let _ = g.raft.trigger().elect().await;
+    if !elect.is_empty() {
+        let deadline = Duration::from_millis((min_ms / 2).max(100));
+        tokio::spawn(pre_vote_then_elect(host.clone(), elect, deadline));
     }
     for (target, (node, groups)) in beats {
         let host = host.clone();
@@ -205,10 +205,138 @@ pub(crate) fn on_heartbeat(host: &RaftHost, from: NodeId, beats: &[GroupBeat]) -
             if applied < b.commit_index {
                 lagging.push(b.group_id);
             }
-        } else if term <= b.term {
+        } else {
             // A leader we have not heard from yet (restart, new term): ask for an append.
+            // Also when our term is *higher* (an election of ours that lost): the append we
+            // then reject makes that leader step down and a fresh election settle the term;
+            // otherwise pre-vote (which the others refuse while they hear their leader) would
+            // leave this replica without a leader for good.
             lagging.push(b.group_id);
         }
     }
     lagging
+}
+
+/// Pre-vote for `groups` (whose leaders went silent here), then elects in those where a
+/// majority of voters, this node included, has lost the leader too.
+async fn pre_vote_then_elect(host: Arc<RaftHost>, groups: Vec<Arc<Group>>, deadline: Duration) {
+    let me = host.node_id();
+    let mut per_peer: HashMap<NodeId, (PeerNode, Vec<GroupPreVote>)> = HashMap::new();
+    // group id -> (grants so far, votes needed, group)
+    let mut tally: HashMap<u64, (usize, usize, Arc<Group>)> = HashMap::new();
+    for g in groups {
+        {
+            let m = g.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let voters: Vec<NodeId> = membership.voter_ids().collect();
+            let last_log_index = m.last_log_index.unwrap_or(0);
+            for (id, node) in membership.nodes() {
+                if *id == me || !voters.contains(id) {
+                    continue;
+                }
+                per_peer
+                    .entry(*id)
+                    .or_insert_with(|| (node.clone(), Vec::new()))
+                    .1
+                    .push(GroupPreVote {
+                        group_id: g.id,
+                        last_log_index,
+                    });
+            }
+            tally.insert(g.id, (1, voters.len() / 2 + 1, g.clone()));
+        }
+    }
+    let started = Instant::now();
+    let mut asks: futures::stream::FuturesUnordered<_> = per_peer
+        .into_iter()
+        .map(|(target, (node, groups))| {
+            let host = host.clone();
+            async move {
+                let Ok(peer) = host.pool().get(target, &node.addr) else {
+                    return Vec::new();
+                };
+                let req = PreVoteRequest {
+                    from_node: me,
+                    groups,
+                };
+                peer.pre_vote(req, deadline).await.unwrap_or_else(|e| {
+                    tracing::debug!(target, "pre-vote failed: {e}");
+                    Vec::new()
+                })
+            }
+        })
+        .collect();
+    // Decide each group as soon as its majority is in: waiting for an unreachable voter's
+    // timeout would let another candidate win meanwhile, and this one then depose it.
+    let decide = |gid: u64, grants: usize, g: &Arc<Group>| {
+        let heard_since = g.contact.lock().last.is_some_and(|t| t > started);
+        let leading = g.raft.metrics().borrow().state == ServerState::Leader;
+        if heard_since || leading {
+            return None;
+        }
+        tracing::info!(
+            group = gid,
+            node = me,
+            grants,
+            "leader silent past the election timeout and a majority agrees; electing"
+        );
+        metrics::counter!("engram_raft_elections_started_total").increment(1);
+        Some(g.clone())
+    };
+    let mut elect = Vec::new();
+    for (gid, (grants, needed, g)) in tally.iter() {
+        if grants >= needed {
+            elect.extend(decide(*gid, *grants, g));
+        }
+    }
+    for g in elect.drain(..) {
+        let _ = g.raft.trigger().elect().await;
+    }
+    use futures::StreamExt;
+    while let Some(granted) = asks.next().await {
+        for gid in granted {
+            if let Some(t) = tally.get_mut(&gid) {
+                t.0 += 1;
+                if t.0 == t.1 {
+                    elect.extend(decide(gid, t.0, &t.2));
+                }
+            }
+        }
+        for g in elect.drain(..) {
+            let _ = g.raft.trigger().elect().await;
+        }
+    }
+    for (gid, (grants, needed, _)) in tally {
+        if grants < needed {
+            tracing::debug!(group = gid, grants, needed, "pre-vote lost; not electing");
+            metrics::counter!("engram_raft_pre_votes_lost_total").increment(1);
+        }
+    }
+}
+
+/// Answers a pre-vote: grants the groups where this node is not the leader, has not heard its
+/// leader for an election timeout either, and whose applied log the candidate's log covers.
+pub(crate) fn on_pre_vote(host: &RaftHost, groups: &[GroupPreVote]) -> Vec<u64> {
+    let (min_ms, _) = host.election_timeout_ms();
+    let stale = Duration::from_millis(min_ms);
+    groups
+        .iter()
+        .filter_map(|b| {
+            let g = host.group(b.group_id)?;
+            let (leading, applied) = {
+                let m = g.raft.metrics();
+                let m = m.borrow();
+                (
+                    m.state == ServerState::Leader,
+                    m.last_applied.map(|l| l.index).unwrap_or(0),
+                )
+            };
+            if leading || b.last_log_index < applied {
+                return None;
+            }
+            let lost = g.contact.lock().last.is_none_or(|t| t.elapsed() >= stale);
+            lost.then_some(b.group_id)
+        })
+        .collect()
 }

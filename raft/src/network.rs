@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use engram_api::peer::peer_client::PeerClient as GrpcPeerClient;
 use engram_api::peer::{
-    HeartbeatRequest, RaftBatchRequest, RaftKind, RaftMessage, RaftReply, SnapshotChunk,
+    HeartbeatRequest, PreVoteRequest, RaftBatchRequest, RaftKind, RaftMessage, RaftReply, SnapshotChunk,
 };
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -150,6 +150,22 @@ impl PeerClient {
             Ok(Ok(resp)) => Ok(resp.into_inner().lagging_groups),
             Ok(Err(s)) => Err(s),
             Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
+        }
+    }
+
+    /// One pre-vote round with this peer; returns the groups it grants.
+    pub(crate) async fn pre_vote(
+        &self,
+        req: PreVoteRequest,
+        deadline: Duration,
+    ) -> Result<Vec<u64>, tonic::Status> {
+        let mut r = self.request(req);
+        r.set_timeout(deadline);
+        let mut grpc = self.grpc.clone();
+        match tokio::time::timeout(deadline, grpc.pre_vote(r)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner().granted),
+            Ok(Err(s)) => Err(s),
+            Err(_) => Err(tonic::Status::deadline_exceeded("pre-vote timed out")),
         }
     }
 
@@ -506,7 +522,7 @@ mod tests {
     use crate::types::SnapshotMeta;
     use engram_api::peer::peer_server::{Peer, PeerServer};
     use engram_api::peer::{
-        FetchShardRequest, HeartbeatRequest, HeartbeatResponse, InstallSnapshotResponse,
+        FetchShardRequest, HeartbeatRequest, HeartbeatResponse, PreVoteRequest, PreVoteResponse, InstallSnapshotResponse,
         RaftBatchRequest, RaftBatchResponse, ShardChunk,
     };
     use tonic::{Request, Response, Status, Streaming};
@@ -530,6 +546,12 @@ mod tests {
             Ok(Response::new(HeartbeatResponse {
                 lagging_groups: vec![],
             }))
+        }
+        async fn pre_vote(
+            &self,
+            _: Request<PreVoteRequest>,
+        ) -> Result<Response<PreVoteResponse>, Status> {
+            Ok(Response::new(PreVoteResponse { granted: vec![] }))
         }
         async fn install_snapshot(
             &self,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use engram_api::peer::peer_server::{Peer, PeerServer};
 use engram_api::peer::{
-    FetchShardRequest, HeartbeatRequest, HeartbeatResponse, InstallSnapshotResponse,
+    FetchShardRequest, HeartbeatRequest, HeartbeatResponse, PreVoteRequest, PreVoteResponse, InstallSnapshotResponse,
     RaftBatchRequest, RaftBatchResponse, RaftKind, RaftMessage, RaftReply, ShardChunk,
     SnapshotChunk,
 };
@@ -131,6 +131,16 @@ impl Peer for PeerService {
         let lagging = self.host.on_heartbeat(req.from_node, &req.groups);
         Ok(Response::new(HeartbeatResponse {
             lagging_groups: lagging,
+        }))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<PreVoteRequest>,
+    ) -> Result<Response<PreVoteResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(PreVoteResponse {
+            granted: self.host.on_pre_vote(&req.groups),
         }))
     }
 

@@ -50,6 +50,10 @@ pub struct RouterConfig {
     pub request_timeout: Duration,
     /// Longest single attempt against one node.
     pub attempt_timeout: Duration,
+    /// A node that did not answer (unreachable, or no answer within the attempt timeout) is
+    /// suspected for this long: leader hints naming it are not followed and other replicas
+    /// are tried first, so a partitioned leader costs one attempt timeout, not one per hint.
+    pub suspect_for: Duration,
     /// Bounded reads: how stale a replica may be.
     pub max_staleness_ms: u64,
     pub limits: Limits,
@@ -62,7 +66,8 @@ impl Default for RouterConfig {
             local_zone: None,
             meta_seeds: Vec::new(),
             request_timeout: Duration::from_secs(10),
-            attempt_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_millis(1000),
+            suspect_for: Duration::from_secs(2),
             max_staleness_ms: 5_000,
             limits: Limits::default(),
         }
@@ -82,6 +87,8 @@ pub struct Router {
     transport: Arc<dyn ShardTransport>,
     map: RwLock<(u64, Arc<ClusterMap>)>,
     leaders: RwLock<HashMap<GroupId, NodeId>>,
+    /// Nodes that recently failed to answer, and until when they are suspected.
+    suspects: RwLock<HashMap<NodeId, Instant>>,
 }
 
 fn deadline_error(gid: GroupId, last: Option<WireError>) -> ApiError {
@@ -95,6 +102,9 @@ fn deadline_error(gid: GroupId, last: Option<WireError>) -> ApiError {
     .with("shard", gid.to_string())
 }
 
+/// The longest attempt against a suspected node.
+const SUSPECT_ATTEMPT: Duration = Duration::from_millis(500);
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(5)).min(500))
 }
@@ -106,7 +116,16 @@ impl Router {
             transport,
             map: RwLock::new((0, Arc::new(ClusterMap::default()))),
             leaders: RwLock::default(),
+            suspects: RwLock::default(),
         })
+    }
+
+    /// Whether `node` failed to answer within the last `suspect_for`.
+    pub fn is_suspect(&self, node: NodeId) -> bool {
+        self.suspects
+            .read()
+            .get(&node)
+            .is_some_and(|until| Instant::now() < *until)
     }
 
     pub fn config(&self) -> &RouterConfig {
@@ -183,7 +202,25 @@ impl Router {
         let addr = self
             .addr_of(node)
             .ok_or_else(|| WireError::unreachable(node, "no address in the cluster map"))?;
-        self.transport.call(node, addr, gid, op, timeout).await
+        let res = self.transport.call(node, addr, gid, op, timeout).await;
+        match &res {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::ShardUnavailable | ErrorCode::DeadlineExceeded
+                ) =>
+            {
+                self.suspects
+                    .write()
+                    .insert(node, Instant::now() + self.cfg.suspect_for);
+            }
+            Ok(_) | Err(_) => {
+                if self.suspects.read().contains_key(&node) {
+                    self.suspects.write().remove(&node);
+                }
+            }
+        }
+        res
     }
 
     /// Sends `op` to the leader of `gid`, following leader hints and moving past unreachable
@@ -197,6 +234,9 @@ impl Router {
         let mut attempt: u32 = 0;
         let mut rotate = 0usize;
         let mut last: Option<WireError> = None;
+        // This node's own replica said it cannot lead (with every other replica suspected,
+        // this node is cut off from the shard).
+        let mut local_refused = false;
         loop {
             let members = self.members(gid);
             if members.is_empty() {
@@ -205,15 +245,49 @@ impl Router {
                     format!("shard {gid} is not in the cluster map"),
                 ));
             }
-            let target = match self.first_guess(gid).filter(|n| members.contains(n)) {
+            // Every replica suspected (this node cannot reach the shard): say so at once, so
+            // the client tries another node instead of waiting here for the deadline.
+            if attempt > 0
+                && members
+                    .iter()
+                    .all(|n| self.is_suspect(*n) || (Some(*n) == self.cfg.local_node && local_refused))
+            {
+                return Err(ApiError::new(
+                    ErrorCode::ShardUnavailable,
+                    format!(
+                        "no replica of shard {gid} answers from node {}{}",
+                        self.cfg.local_node.unwrap_or(0),
+                        last.map(|e| format!(": last error: {}", e.message))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with("shard", gid.to_string()));
+            }
+            let guess = self
+                .first_guess(gid)
+                .filter(|n| members.contains(n) && !self.is_suspect(*n));
+            let target = match guess {
                 Some(n) if attempt == 0 || self.leader_hint(gid).is_some() => n,
-                _ => members[rotate % members.len()],
+                _ => {
+                    // The next replica in turn, skipping suspects while any other is left.
+                    let k = members.len();
+                    (0..k)
+                        .map(|i| members[(rotate + i) % k])
+                        .find(|n| !self.is_suspect(*n))
+                        .unwrap_or(members[rotate % k])
+                }
             };
             let now = Instant::now();
             if now >= deadline {
                 return Err(deadline_error(gid, last));
             }
-            let timeout = (deadline - now).min(self.cfg.attempt_timeout);
+            // A suspect gets a short attempt: enough for a slow node, little for a gone one.
+            let cap = if self.is_suspect(target) {
+                self.cfg.attempt_timeout.min(SUSPECT_ATTEMPT)
+            } else {
+                self.cfg.attempt_timeout
+            };
+            let timeout = (deadline - now).min(cap);
             match self.call_node(target, gid, op.clone(), timeout).await {
                 Ok(r) => {
                     self.leaders.write().insert(gid, target);
@@ -221,10 +295,21 @@ impl Router {
                 }
                 Err(e) => {
                     let code = e.code();
+                    tracing::debug!(gid, target, attempt, ?code, error = %e.message, "shard call failed");
+                    if Some(target) == self.cfg.local_node {
+                        local_refused = true;
+                    }
                     match code {
                         ErrorCode::NotLeader => {
                             metrics::counter!("engram_router_retries_total", "reason" => "not_leader").increment(1);
-                            match e.leader.filter(|l| *l != target && members.contains(l)) {
+                            // A suspected leader is believed again once every replica
+                            // has had its turn (it may be slow, not gone).
+                            let believable = |l: &NodeId| {
+                                *l != target
+                                    && members.contains(l)
+                                    && (!self.is_suspect(*l) || attempt as usize >= members.len())
+                            };
+                            match e.leader.filter(believable) {
                                 Some(l) => {
                                     self.leaders.write().insert(gid, l);
                                 }
@@ -271,6 +356,8 @@ impl Router {
                 && zone_of(n) == self.cfg.local_zone.as_deref();
             (!local, !same_zone, *n)
         });
+        // Suspected replicas last.
+        members.sort_by_key(|n| self.is_suspect(*n));
         for n in members {
             let now = Instant::now();
             if now >= deadline {
