@@ -7,6 +7,10 @@
 #   make bench          Engram's index vs hnswlib and FAISS (default: the 10k set;
 #                       DATASET=../shared/datasets/glove-6b-50-angular for the 390k run)
 #   make bench-cluster  end to end against a local 3-zone cluster (engram-bench cluster)
+#
+# Chaos:
+#   make chaos          engram-chaos run on a local 6-node, 3-zone cluster (CHAOS_ARGS: seeds,
+#                       duration, fault groups; see chaos/README.md)
 
 DATASET ?= ../shared/datasets/glove-6b-50-angular-10k
 
@@ -14,7 +18,7 @@ DATASET ?= ../shared/datasets/glove-6b-50-angular-10k
 # Only PATH changes, never CC/CXX, so builds with and without ccache share one target dir.
 export PATH := /usr/lib/ccache:$(PATH)
 
-.PHONY: up bench bench-cluster test
+.PHONY: up bench bench-cluster chaos test
 UP_ARGS ?= --demo
 up:
 	scripts/setup.sh
@@ -28,6 +32,12 @@ bench-cluster:
 	scripts/setup.sh
 	cargo build --release --locked -p engram-node -p engram-bench
 	cargo run --release --locked -p engram-bench -- cluster --dataset $(DATASET) $(CLUSTER_ARGS)
+
+CHAOS_ARGS ?= --seed 1 --duration 120s --faults kill,pause,partition,zone --out chaos-results
+chaos:
+	scripts/setup.sh
+	cargo build --release --locked -p engram-node -p engram-chaos
+	cargo run --release --locked -p engram-chaos -- run $(CHAOS_ARGS)
 
 test:
 	scripts/setup.sh

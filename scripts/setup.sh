@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and tests need: a C/C++ toolchain and libclang (bindgen) for
-# RocksDB, and ccache so that a rebuild of RocksDB's C++ takes minutes, not half an hour.
-DEB_PACKAGES=(gcc g++ make libclang-dev ccache)
+# RocksDB, ccache so that a rebuild of RocksDB's C++ takes minutes, not half an hour, and
+# nftables for the chaos suite's network partitions (rules between loopback node addresses).
+DEB_PACKAGES=(gcc g++ make libclang-dev ccache nftables)
 
 say() { echo "setup: $*" >&2; }
 

@@ -190,6 +190,8 @@ async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
         ClientConfig {
             timeout: Duration::from_secs(60),
             max_attempts: 20,
+            // Large load batches take seconds under load: one attempt may use the whole budget.
+            attempt_timeout: Duration::from_secs(60),
             ..ClientConfig::default()
         },
     )?;

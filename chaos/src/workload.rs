@@ -148,6 +148,7 @@ pub fn client(endpoints: &[String], rotate: usize, timeout: Duration) -> Result<
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             max_attempts: 40,
+            ..ClientConfig::default()
         },
     )
 }

@@ -69,6 +69,9 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Attempts per call (the first included).
     pub max_attempts: u32,
+    /// Longest single attempt against one node before trying the next (writes carry an
+    /// idempotency key, so a retry never writes twice).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -78,6 +81,7 @@ impl Default for ClientConfig {
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             max_attempts: 8,
+            attempt_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -243,7 +247,12 @@ impl Client {
             let ep = Endpoint::from_shared(url)
                 .map_err(|err| Error::config(format!("endpoint {e:?}: {err}")))?
                 .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true);
+                .tcp_nodelay(true)
+                // A node that stops answering (paused, cut off) fails the calls in flight
+                // within a few seconds, and they move to the next endpoint.
+                .http2_keep_alive_interval(Duration::from_secs(2))
+                .keep_alive_timeout(Duration::from_secs(2))
+                .keep_alive_while_idle(true);
             channels.push(ep.connect_lazy());
         }
         if channels.is_empty() {
@@ -277,13 +286,15 @@ impl Client {
             let client = EngramClient::new(self.channels[i].clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20);
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.config.attempt_timeout);
             let err = match tokio::time::timeout(left, f(client, left)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => Error::from_status(&status),
                 Err(_) => Error {
                     code: ErrorCode::DeadlineExceeded,
-                    message: format!("no answer within {:?}", self.config.timeout),
+                    message: format!("no answer within {left:?}"),
                     metadata: Default::default(),
                 },
             };

@@ -309,6 +309,22 @@ impl Router {
                                     && members.contains(l)
                                     && (!self.is_suspect(*l) || attempt as usize >= members.len())
                             };
+                            // Two rounds and the only leader anyone names is one this
+                            // node cannot reach (a bridge partition: it leads a majority on
+                            // the other side): let the client try through another node.
+                            if attempt as usize + 1 >= 2 * members.len()
+                                && e.leader.is_some_and(|l| self.is_suspect(l))
+                            {
+                                return Err(ApiError::new(
+                                    ErrorCode::ShardUnavailable,
+                                    format!(
+                                        "the leader of shard {gid} (node {}) does not answer node {}",
+                                        e.leader.unwrap_or(0),
+                                        self.cfg.local_node.unwrap_or(0)
+                                    ),
+                                )
+                                .with("shard", gid.to_string()));
+                            }
                             match e.leader.filter(believable) {
                                 Some(l) => {
                                     self.leaders.write().insert(gid, l);
