@@ -62,6 +62,9 @@ struct RunArgs {
     /// Write seed-S.json and seed-S.svg for every seed into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With `--out`: also seed-S.history.json, the full recorded history of every run.
+    #[arg(long)]
+    keep_histories: bool,
     /// Keep the cluster (data, configs, logs) here instead of a temp dir.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -151,6 +154,9 @@ async fn main_run(args: RunArgs) -> Result<bool, String> {
         if let Some(o) = &args.out {
             cfg.json = Some(o.join(format!("seed-{seed}.json")));
             cfg.svg = Some(o.join(format!("seed-{seed}.svg")));
+            if args.keep_histories {
+                cfg.history = Some(o.join(format!("seed-{seed}.history.json")));
+            }
         }
         let report = run(cfg).await?;
         println!("{}", report.summary());

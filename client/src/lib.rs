@@ -166,6 +166,15 @@ impl Search {
         self
     }
 
+    /// Only memories created in `[after_ms, before_ms)` (milliseconds since the Unix epoch;
+    /// `None` leaves that side open): "what did the user tell me last month".
+    pub fn created_between(mut self, after_ms: Option<i64>, before_ms: Option<i64>) -> Self {
+        let f = self.0.filter.get_or_insert_with(Default::default);
+        f.created_after_ms = after_ms.unwrap_or(0);
+        f.created_before_ms = before_ms.unwrap_or(0);
+        self
+    }
+
     /// Zone-local replica reads with bounded staleness instead of linearizable reads.
     pub fn bounded(mut self) -> Self {
         self.0.consistency = v1::Consistency::Bounded as i32;
@@ -250,8 +259,8 @@ impl Client {
                 .tcp_nodelay(true)
                 // A node that stops answering (paused, cut off) fails the calls in flight
                 // within a few seconds, and they move to the next endpoint.
-                .http2_keep_alive_interval(Duration::from_secs(2))
-                .keep_alive_timeout(Duration::from_secs(2))
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(1))
                 .keep_alive_while_idle(true);
             channels.push(ep.connect_lazy());
         }

@@ -237,4 +237,8 @@ impl ShardTransport for NodeTransport {
             self.remote.call(node, addr, gid, op, timeout)
         }
     }
+
+    fn reachable(&self, node: engram_raft::NodeId) -> bool {
+        self.host.peer_reachable(node)
+    }
 }

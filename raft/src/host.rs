@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrError};
-use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
@@ -376,7 +376,7 @@ impl RaftHost {
     pub async fn write(&self, gid: GroupId, req: ShardRequest) -> Result<WriteAck, RaftError> {
         let g = self.require(gid)?;
         let started = Instant::now();
-        let resp = g.raft.client_write(req).await.map_err(|e| {
+        let resp = self.while_quorum(&g, g.raft.client_write(req)).await?.map_err(|e| {
             let e = write_err(gid, e);
             metrics::counter!("engram_raft_proposals_dropped_total", "reason" => drop_reason(&e))
                 .increment(1);
@@ -390,7 +390,8 @@ impl RaftHost {
     /// acknowledged before this call is visible.
     pub async fn linearizable(&self, gid: GroupId) -> Result<Arc<ShardState>, RaftError> {
         let g = self.require(gid)?;
-        g.raft.ensure_linearizable().await.map_err(|e| match e {
+        let confirmed = self.while_quorum(&g, g.raft.ensure_linearizable()).await?;
+        confirmed.map_err(|e| match e {
             OrError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
                 RaftError::NotLeader {
                     group: gid,
@@ -403,6 +404,70 @@ impl RaftHost {
             },
         })?;
         Ok(g.state.clone())
+    }
+
+    /// Whether `node` answered one of this node's peer RPCs within the election timeout
+    /// (heartbeats go to every node sharing a group every `heartbeat_ms`). This node itself,
+    /// and peers not dialled yet, count as reachable.
+    pub fn peer_reachable(&self, node: NodeId) -> bool {
+        node == self.node_id()
+            || self.pool.reachable(
+                node,
+                Duration::from_millis(self.config.timing.election_min_ms.max(1)),
+            )
+    }
+
+    /// CheckQuorum (as in etcd): a leader that has not heard from a majority of its voters
+    /// within the election timeout cannot commit, and the majority is electing a new leader.
+    /// `false` only for such a leader.
+    fn quorum_contact(&self, g: &Group) -> bool {
+        let m = g.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return true;
+        }
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let heard = voters.iter().filter(|v| self.peer_reachable(**v)).count();
+        heard * 2 > voters.len()
+    }
+
+    /// Runs a leader operation (a proposal, a read-index round) unless this node is, or
+    /// becomes, a leader cut off from its quorum: then it fails at once with a retryable
+    /// `Unavailable` (a proposal already made may still commit later, so its outcome is
+    /// unknown, as with any timeout) and the router tries the majority side instead of
+    /// waiting out its attempt timeout here.
+    async fn while_quorum<F: std::future::Future>(
+        &self,
+        g: &Group,
+        op: F,
+    ) -> Result<F::Output, RaftError> {
+        let lost = || RaftError::Unavailable {
+            group: g.id,
+            message: format!(
+                "node {} leads group {} but has not heard from a majority of its replicas for {} ms (cut off from them?)",
+                self.node_id(),
+                g.id,
+                self.config.timing.election_min_ms
+            ),
+        };
+        if !self.quorum_contact(g) {
+            metrics::counter!("engram_raft_quorum_lost_refusals_total").increment(1);
+            return Err(lost());
+        }
+        tokio::pin!(op);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut op => return Ok(r),
+                _ = tick.tick() => {
+                    if !self.quorum_contact(g) {
+                        metrics::counter!("engram_raft_quorum_lost_refusals_total").increment(1);
+                        return Err(lost());
+                    }
+                }
+            }
+        }
     }
 
     /// This replica's state without contacting the leader, with how stale it may be.

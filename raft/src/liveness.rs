@@ -125,6 +125,16 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
                 }
             }
             ServerState::Follower | ServerState::Candidate => {
+                // Every node we share a group with hears from us each interval (an empty
+                // beat when we lead nothing there): its answers are the contact times the
+                // leader's quorum check and the router's replica choice go by.
+                for (id, node) in m.membership_config.membership().nodes() {
+                    if *id != me {
+                        beats
+                            .entry(*id)
+                            .or_insert_with(|| (node.clone(), Vec::new()));
+                    }
+                }
                 let is_voter = m
                     .membership_config
                     .membership()

@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engram_api::peer::peer_client::PeerClient as GrpcPeerClient;
 use engram_api::peer::{
@@ -87,6 +88,43 @@ pub struct PeerClient {
     token: String,
     config: TransportConfig,
     from: NodeId,
+    /// When this client was made, and when the peer last answered one of its RPCs.
+    contact: Arc<Contact>,
+}
+
+/// A peer's last answer (to a heartbeat, pre-vote or Raft batch): the failure detector the
+/// leader's quorum check and the router's replica choice read.
+#[derive(Debug)]
+pub(crate) struct Contact {
+    since: Instant,
+    last_ok_ms: AtomicU64,
+}
+
+impl Contact {
+    fn new() -> Self {
+        Contact {
+            since: Instant::now(),
+            last_ok_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn ok(&self) {
+        self.last_ok_ms
+            .store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the peer answered within `within` (a client younger than that is given the
+    /// benefit of the doubt: it has not had the chance to hear anything yet).
+    fn fresh(&self, within: Duration) -> bool {
+        let now = self.since.elapsed();
+        if now < within {
+            return true;
+        }
+        match self.last_ok_ms.load(Ordering::Relaxed) {
+            u64::MAX => false,
+            ms => now.saturating_sub(Duration::from_millis(ms)) < within,
+        }
+    }
 }
 
 impl PeerClient {
@@ -117,6 +155,7 @@ impl PeerClient {
             token: token.to_string(),
             config: config.clone(),
             from,
+            contact: Arc::new(Contact::new()),
         });
         tokio::spawn(batch_loop(
             rx,
@@ -125,6 +164,7 @@ impl PeerClient {
             token.to_string(),
             config.max_batch_messages,
             config.max_inflight_batches,
+            client.contact.clone(),
         ));
         Ok(client)
     }
@@ -147,7 +187,10 @@ impl PeerClient {
         r.set_timeout(deadline);
         let mut grpc = self.grpc.clone();
         match tokio::time::timeout(deadline, grpc.heartbeat(r)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner().lagging_groups),
+            Ok(Ok(resp)) => {
+                self.contact.ok();
+                Ok(resp.into_inner().lagging_groups)
+            }
             Ok(Err(s)) => Err(s),
             Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
         }
@@ -163,7 +206,10 @@ impl PeerClient {
         r.set_timeout(deadline);
         let mut grpc = self.grpc.clone();
         match tokio::time::timeout(deadline, grpc.pre_vote(r)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner().granted),
+            Ok(Ok(resp)) => {
+                self.contact.ok();
+                Ok(resp.into_inner().granted)
+            }
             Ok(Err(s)) => Err(s),
             Err(_) => Err(tonic::Status::deadline_exceeded("pre-vote timed out")),
         }
@@ -193,6 +239,7 @@ async fn batch_loop(
     token: String,
     max_batch: usize,
     max_inflight: usize,
+    contact: Arc<Contact>,
 ) {
     let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
     while let Some(first) = rx.recv().await {
@@ -208,6 +255,7 @@ async fn batch_loop(
         };
         let mut grpc = grpc.clone();
         let token = token.clone();
+        let contact = contact.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let deadline = batch.iter().map(|p| p.deadline).max().unwrap_or_default();
@@ -225,6 +273,7 @@ async fn batch_loop(
             }
             match tokio::time::timeout(deadline, grpc.raft_batch(req)).await {
                 Ok(Ok(resp)) => {
+                    contact.ok();
                     let mut got = resp.into_inner().replies.into_iter();
                     for r in replies {
                         let _ = r.send(got.next().ok_or_else(|| {
@@ -278,6 +327,15 @@ impl PeerPool {
         let p = PeerClient::connect(self.from, target, addr, &self.token, &self.config)?;
         peers.insert(target, p.clone());
         Ok(p)
+    }
+
+    /// Whether `target` answered an RPC of this node within `within` (or is too new a peer
+    /// to tell; a peer never dialled counts as reachable).
+    pub fn reachable(&self, target: NodeId, within: Duration) -> bool {
+        self.peers
+            .lock()
+            .get(&target)
+            .is_none_or(|p| p.contact.fresh(within))
     }
 
     /// Drops every connection (node shutdown).

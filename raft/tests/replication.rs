@@ -250,3 +250,43 @@ async fn reads_linearizable_on_the_leader_and_bounded_on_followers() {
     assert!(state.get("mem", "m1").unwrap().is_some());
     c.shutdown().await;
 }
+
+/// CheckQuorum: a leader that has lost contact with a majority of its group refuses writes
+/// and linearizable reads with a retryable `Unavailable` soon after (instead of holding them
+/// until the caller gives up), and serves again once a majority is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_refuses_instead_of_hanging() {
+    let mut c = TestCluster::start(3, test_timing()).await;
+    c.create_groups([11], &[0, 1, 2]).await;
+    c.write(11, create_collection("mem"), T).await.unwrap();
+    let leader = c.leader(11, T).await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        c.kill(i).await;
+    }
+    // Generous bound: the refusal comes about one election timeout after the last contact;
+    // without the check the write would wait forever.
+    let write = tokio::time::timeout(
+        Duration::from_secs(15),
+        c.host(leader).write(11, upsert("mem", vec![memory(1, "u")])),
+    )
+    .await
+    .expect("the write must not hang on a leader without a quorum");
+    match write {
+        Err(e @ RaftError::Unavailable { .. }) => {
+            assert_eq!(e.code(), engram_api::ErrorCode::ShardUnavailable);
+            assert!(e.to_string().contains("majority"), "{e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let read = tokio::time::timeout(Duration::from_secs(15), c.host(leader).linearizable(11))
+        .await
+        .expect("a linearizable read must not hang either");
+    assert!(matches!(read, Err(RaftError::Unavailable { .. })), "{read:?}");
+    // A majority back: writes are served again (by whichever node leads then).
+    c.restart(others[0]).await;
+    c.write(11, upsert("mem", vec![memory(2, "u")]), T)
+        .await
+        .expect("writes resume once a majority is back");
+    c.shutdown().await;
+}

@@ -120,12 +120,14 @@ impl Router {
         })
     }
 
-    /// Whether `node` failed to answer within the last `suspect_for`.
+    /// Whether `node` failed to answer within the last `suspect_for`, or the transport
+    /// already knows it is not answering (its peer heartbeats fail).
     pub fn is_suspect(&self, node: NodeId) -> bool {
         self.suspects
             .read()
             .get(&node)
             .is_some_and(|until| Instant::now() < *until)
+            || (Some(node) != self.cfg.local_node && !self.transport.reachable(node))
     }
 
     pub fn config(&self) -> &RouterConfig {

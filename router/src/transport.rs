@@ -25,6 +25,13 @@ pub trait ShardTransport: Send + Sync + 'static {
         op: ShardOp,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<ShardReply, WireError>>;
+
+    /// Whether `node` looks reachable from here by what the transport already knows (a
+    /// node's Raft heartbeats, say), without a call. The router tries nodes that do not
+    /// first, and gives up on a shard at once when none of its replicas does.
+    fn reachable(&self, _node: NodeId) -> bool {
+        true
+    }
 }
 
 /// Calls the `Shards` service of other nodes with the cluster's peer credential.
