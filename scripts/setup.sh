@@ -2,7 +2,7 @@
 # Checks what building and testing Engram needs, and installs what is missing.
 #
 #   scripts/setup.sh           toolchain and system packages for build + tests
-#   scripts/setup.sh --bench   ... plus the Python peers (hnswlib, FAISS) for the benchmarks
+#   scripts/setup.sh --bench   ... plus the Python peers (benches/peers/requirements.txt)
 #
 # Idempotent and quiet when everything is present. Installs Debian packages with apt-get
 # (as root, or through sudo) and Python packages with pip.
@@ -34,8 +34,8 @@ if ((${#missing[@]})); then
 fi
 
 if [ "${1:-}" = "--bench" ]; then
-  if ! python3 -c "import hnswlib, faiss, numpy" >/dev/null 2>&1; then
-    say "installing the Python peers (hnswlib builds from source: about a minute)"
+  if ! python3 -c "import hnswlib, faiss, numpy, usearch, qdrant_edge, pymilvus, milvus_lite, lancedb" >/dev/null 2>&1; then
+    say "installing the Python peers (hnswlib, FAISS, usearch, Qdrant Edge, Milvus Lite, LanceDB; hnswlib builds from source: about a minute)"
     python3 -m pip install -q -r benches/peers/requirements.txt
   fi
 fi

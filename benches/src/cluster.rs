@@ -24,9 +24,29 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
+    /// `dataset`: the data set's vectors spread over tenants and users, recalls of its
+    /// queries. `agent`: the agent-memory workload (`crate::agent`: Zipf-skewed tenants and
+    /// users, payloads, filtered user recalls and tenant recalls, dimension `--dim`).
+    #[arg(long, default_value = "dataset")]
+    pub workload: String,
     /// Dataset directory (base.fvecs, query.fvecs, groundtruth.ivecs).
-    #[arg(long)]
+    #[arg(long, default_value = "../shared/datasets/glove-6b-50-angular")]
     pub dataset: PathBuf,
+    /// Agent workload: vector dimension (50 = the data set's GloVe rows; else synthetic).
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+    /// Agent workload: memories in all.
+    #[arg(long, default_value_t = 50_000)]
+    pub memories: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Agent workload: seconds of mixed recalls + writes at the highest concurrency.
+    #[arg(long, default_value_t = 20.0)]
+    pub mixed_seconds: f64,
+    #[arg(long, default_value_t = 0.2)]
+    pub write_share: f64,
     /// Public endpoints of a running cluster; none = start a local 3-zone cluster.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
@@ -143,7 +163,67 @@ pub fn run(args: ClusterArgs) -> Result<(), BoxError> {
     rt.block_on(run_async(args))
 }
 
+/// `--workload agent`: the agent-memory workload on a started (or given) cluster.
+async fn run_agent(args: ClusterArgs) -> Result<(), BoxError> {
+    let w = crate::scale::WorkloadArgs {
+        tenants: args.tenants,
+        users: args.users,
+        memories: args.memories,
+        queries: args.queries,
+        dim: args.dim,
+        dataset: args.dataset.clone(),
+        zipf: args.zipf,
+        seed: args.seed,
+        concurrency: args.concurrency.clone(),
+        ef: args.ef,
+        batch: args.batch,
+        load_concurrency: args.load_concurrency,
+        mixed_seconds: args.mixed_seconds,
+        write_share: args.write_share,
+    };
+    let data = Arc::new(w.generate()?);
+    let mut local = None;
+    let endpoints = if args.endpoints.is_empty() {
+        let c = crate::local::LocalCluster::start(3, 3, args.shards, args.engram_bin.clone()).await?;
+        eprintln!("started a 3-zone cluster: {}", c.endpoints().join(", "));
+        let e = c.endpoints();
+        local = Some(c);
+        e
+    } else {
+        args.endpoints.clone()
+    };
+    let nodes = local.as_ref().map_or(endpoints.len(), |c| c.cluster.len());
+    let run = crate::scale::run_workload(endpoints, &data, &w, nodes, local.as_ref()).await?;
+    #[derive(Serialize)]
+    struct AgentReport<'a> {
+        workload: &'a crate::agent::AgentSpec,
+        source: &'a str,
+        run: crate::scale::AgentRun,
+    }
+    let json = serde_json::to_string_pretty(&AgentReport {
+        workload: &data.spec,
+        source: &data.source,
+        run,
+    })?;
+    match &args.json {
+        Some(p) => {
+            std::fs::write(p, &json)?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => println!("{json}"),
+    }
+    if let Some(mut c) = local {
+        c.stop();
+    }
+    Ok(())
+}
+
 async fn run_async(args: ClusterArgs) -> Result<(), BoxError> {
+    match args.workload.as_str() {
+        "agent" => return run_agent(args).await,
+        "dataset" => {}
+        other => return Err(format!("unknown workload {other:?}: use dataset or agent").into()),
+    }
     let mut ds = Dataset::load(&args.dataset)?;
     if args.limit > 0 && args.limit < ds.base.len() {
         ds.base.truncate(args.limit);

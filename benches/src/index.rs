@@ -66,6 +66,13 @@ pub struct IndexArgs {
     /// Threads for the build (search is always one thread). 0 = all cores.
     #[arg(long, default_value_t = 0)]
     pub build_threads: usize,
+    /// Latency under load: this many threads issuing one query per call at each ef
+    /// (p50 / p95 / p99 and throughput); 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Queries per latency measurement (cycled over the query set).
+    #[arg(long, default_value_t = 2000)]
+    pub latency_queries: usize,
     /// Where to build the index (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -94,6 +101,10 @@ pub struct ReopenArgs {
     pub queries: usize,
     #[arg(long)]
     pub repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub latency_queries: usize,
 }
 
 /// One measured point: the JSON row format of `--json`.
@@ -119,7 +130,24 @@ pub struct Row {
     pub tier_resident_bytes: Option<u64>,
     /// Size of the raw f32 vectors (n × dim × 4).
     pub raw_vector_bytes: u64,
+    /// Vectors inserted per second by the build (the hot tier, `--build-threads`).
+    pub ingest_vectors_per_s: f64,
+    /// Resident memory the tier adds, per vector: hot = the build's growth; warm = what
+    /// opening the segment added (resident: copied into memory; mapped: pages faulted in by
+    /// the searches); cold = what opening and searching it added.
+    pub memory_bytes_per_vector: f64,
+    /// Bytes on disk per vector once this tier holds everything (the index directory).
+    pub disk_bytes_per_vector: f64,
+    /// Latency with `concurrency` threads, one query per call (0: not measured).
+    pub concurrency: usize,
+    pub qps_concurrent: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
+
+/// Latency under concurrency at one setting: (qps, p50, p95, p99) in ms.
+type Latency = (f64, f64, f64, f64);
 
 /// What the `reopen` child prints (one JSON line on stdout).
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,8 +156,8 @@ struct ReopenReport {
     rss_before_open: rss::Rss,
     rss_after_open: rss::Rss,
     rss_after_search: rss::Rss,
-    /// (ef, recall, qps)
-    points: Vec<(usize, f64, f64)>,
+    /// (ef, recall, qps, latency under concurrency)
+    points: Vec<(usize, f64, f64, Option<Latency>)>,
 }
 
 pub fn run(args: IndexArgs) -> Result<(), BoxError> {
@@ -184,7 +212,14 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
     );
 
     let raw = (data.base.len() * data.dim * 4) as u64;
-    let row = |tier: &str, ef: usize, recall: f64, qps: f64| Row {
+    let n = data.base.len().max(1) as f64;
+    let hot_memory = rss_after_build
+        .total_bytes
+        .saturating_sub(rss_before_build.total_bytes) as f64
+        / n;
+    let hot_disk = crate::dir_bytes(&dir) as f64 / n;
+    let conc = args.concurrency;
+    let row = |tier: &str, ef: usize, recall: f64, qps: f64, lat: Option<Latency>| Row {
         engine: "engram".into(),
         tier: tier.into(),
         ef,
@@ -200,13 +235,22 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         rss_bytes: rss::now().total_bytes,
         tier_resident_bytes: None,
         raw_vector_bytes: raw,
+        ingest_vectors_per_s: n / build_seconds.max(1e-9),
+        memory_bytes_per_vector: hot_memory,
+        disk_bytes_per_vector: hot_disk,
+        concurrency: if lat.is_some() { conc } else { 0 },
+        qps_concurrent: lat.map(|l| l.0),
+        p50_ms: lat.map(|l| l.1),
+        p95_ms: lat.map(|l| l.2),
+        p99_ms: lat.map(|l| l.3),
     };
     let mut rows = Vec::new();
     let wants = |t: &str| args.tiers.iter().any(|x| x == t);
     if wants("hot") {
         for &ef in &args.ef {
             let (recall, qps) = measure(&index, &data, nq, args.k, ef, Tier::Hot, args.repeats)?;
-            rows.push(row("hot", ef, recall, qps));
+            let lat = latency(&index, &data, args.k, ef, Tier::Hot, conc, args.latency_queries)?;
+            rows.push(row("hot", ef, recall, qps, lat));
             print_row(rows.last().unwrap_or_else(|| unreachable!()));
         }
     }
@@ -219,6 +263,7 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         );
     }
     drop(index);
+    let warm_disk = crate::dir_bytes(&dir) as f64 / n;
     let child = |tier: &str, residency: &str| -> Result<ReopenReport, BoxError> {
         let out = Command::new(std::env::current_exe()?)
             .arg("reopen")
@@ -251,6 +296,15 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
                 &args.repeats.to_string(),
                 "--warm-residency",
                 residency,
+                "--concurrency",
+                &conc.to_string(),
+                "--latency-queries",
+                &(if tier == "cold" {
+                    args.latency_queries.min(args.cold_queries.max(1))
+                } else {
+                    args.latency_queries
+                })
+                .to_string(),
             ])
             .stderr(std::process::Stdio::inherit())
             .output()?;
@@ -272,10 +326,23 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
                 rep.open_seconds,
                 rss::mib(rep.rss_after_open.total_bytes)
             );
-            for (ef, recall, qps) in rep.points {
-                let mut r = row(&label, ef, recall, qps);
+            // Resident: what the open copied in; mapped: the segment pages the searches
+            // faulted in (file-backed).
+            let added = if residency == "resident" {
+                rep.rss_after_open
+                    .total_bytes
+                    .saturating_sub(rep.rss_before_open.total_bytes)
+            } else {
+                rep.rss_after_search
+                    .file_bytes
+                    .saturating_sub(rep.rss_before_open.file_bytes)
+            };
+            for (ef, recall, qps, lat) in rep.points {
+                let mut r = row(&label, ef, recall, qps, lat);
                 r.open_seconds = Some(rep.open_seconds);
                 r.rss_bytes = rep.rss_after_search.total_bytes;
+                r.memory_bytes_per_vector = added as f64 / n;
+                r.disk_bytes_per_vector = warm_disk;
                 rows.push(r);
                 print_row(rows.last().unwrap_or_else(|| unreachable!()));
             }
@@ -287,6 +354,7 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
         index.demote_all_warm()?;
         eprintln!("demote: warm → cold in {:.1} s", t.elapsed().as_secs_f64());
         drop(index);
+        let cold_disk = crate::dir_bytes(&dir) as f64 / n;
         let rep = child("cold", "mapped")?;
         let resident = rep
             .rss_after_search
@@ -299,11 +367,13 @@ pub fn run(args: IndexArgs) -> Result<(), BoxError> {
             100.0 * resident as f64 / raw as f64,
             rss::mib(raw)
         );
-        for (ef, recall, qps) in rep.points {
-            let mut r = row("cold", ef, recall, qps);
+        for (ef, recall, qps, lat) in rep.points {
+            let mut r = row("cold", ef, recall, qps, lat);
             r.open_seconds = Some(rep.open_seconds);
             r.rss_bytes = rep.rss_after_search.total_bytes;
             r.tier_resident_bytes = Some(resident);
+            r.memory_bytes_per_vector = resident as f64 / n;
+            r.disk_bytes_per_vector = cold_disk;
             rows.push(r);
             print_row(rows.last().unwrap_or_else(|| unreachable!()));
         }
@@ -337,13 +407,15 @@ pub fn reopen(args: ReopenArgs) -> Result<(), BoxError> {
             measure(&index, &data, nq, args.k, widest, Tier::Warm, 1)?;
             for &ef in &args.ef {
                 let (r, q) = measure(&index, &data, nq, args.k, ef, Tier::Warm, args.repeats)?;
-                points.push((ef, r, q));
+                let lat = latency(&index, &data, args.k, ef, Tier::Warm, args.concurrency, args.latency_queries)?;
+                points.push((ef, r, q, lat));
             }
         }
         "cold" => {
             for &ef in &args.cold_ef {
                 let (r, q) = measure(&index, &data, nq, args.k, ef, Tier::Cold, args.repeats)?;
-                points.push((ef, r, q));
+                let lat = latency(&index, &data, args.k, ef, Tier::Cold, args.concurrency, args.latency_queries)?;
+                points.push((ef, r, q, lat));
             }
         }
         other => return Err(format!("unknown tier {other}").into()),
@@ -433,9 +505,64 @@ fn measure(
     Ok((recall, nq as f64 / best))
 }
 
+/// `threads` threads issuing one query per call (`total` queries, cycled over the query set):
+/// throughput and latency percentiles. `None` when `threads` is 0.
+fn latency(
+    index: &TieredIndex,
+    data: &Dataset,
+    k: usize,
+    ef: usize,
+    tier: Tier,
+    threads: usize,
+    total: usize,
+) -> Result<Option<Latency>, BoxError> {
+    if threads == 0 || total == 0 || data.queries.is_empty() {
+        return Ok(None);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    let hists = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<hdrhistogram::Histogram<u64>, String> {
+                    let mut h = crate::load::histogram();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= total {
+                            return Ok(h);
+                        }
+                        let q = &data.queries[i % data.queries.len()];
+                        let req = SearchRequest::new(q.clone(), k)
+                            .with_tiers(TierSelection::only(tier))
+                            .with_ef(ef);
+                        let t0 = Instant::now();
+                        index.search(&req).map_err(|e| e.to_string())?;
+                        crate::load::record(&mut h, t0.elapsed());
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| "a latency thread panicked".to_string())?)
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let mut all = crate::load::histogram();
+    for h in &hists {
+        all.add(h)?;
+    }
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Some((total as f64 / secs, ms(0.5), ms(0.95), ms(0.99))))
+}
+
 fn print_row(r: &Row) {
+    let lat = match (r.qps_concurrent, r.p99_ms) {
+        (Some(q), Some(p99)) => format!("  c={} qps={q:>8.0} p99={p99:.3} ms", r.concurrency),
+        _ => String::new(),
+    };
     println!(
-        "{:<11} ef={:<5} recall@{}={:.4}  qps={:>8.0}",
+        "{:<11} ef={:<5} recall@{}={:.4}  qps={:>8.0}{lat}",
         r.tier, r.ef, r.k, r.recall_at_k, r.qps
     );
 }

@@ -1,4 +1,4 @@
-//! Resident memory of this process, from `/proc/self/status`.
+//! Resident memory of a process, from `/proc/<pid>/status`.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,8 @@ pub struct Rss {
     pub file_bytes: u64,
 }
 
-pub fn now() -> Rss {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+fn read(path: &str) -> Rss {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -27,6 +27,16 @@ pub fn now() -> Rss {
         anon_bytes: field("RssAnon:"),
         file_bytes: field("RssFile:"),
     }
+}
+
+/// This process.
+pub fn now() -> Rss {
+    read("/proc/self/status")
+}
+
+/// Another process (zeros when it is gone).
+pub fn of_pid(pid: u32) -> Rss {
+    read(&format!("/proc/{pid}/status"))
 }
 
 pub fn mib(bytes: u64) -> f64 {

@@ -266,6 +266,22 @@ async fn control_loop(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
 async fn reconcile(state: &NodeState) {
     let map = state.router.map();
     let me = state.config.node_id;
+    // Heartbeat every node of the cluster, so the router knows which ones answer even
+    // where this node shares no shard with them.
+    state.host.watch_peers(
+        map.nodes
+            .iter()
+            .map(|(id, n)| {
+                (
+                    *id,
+                    engram_raft::PeerNode {
+                        addr: n.peer_addr.clone(),
+                        zone: n.zone.clone(),
+                    },
+                )
+            })
+            .collect(),
+    );
     for (gid, s) in &map.shards {
         if !s.replicas.contains(&me) {
             continue;

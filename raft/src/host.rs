@@ -148,6 +148,9 @@ pub struct RaftHost {
     store: Arc<NodeStore>,
     pool: Arc<PeerPool>,
     groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    /// Peers heartbeated even without a shared group (the cluster's other nodes, set by the
+    /// node from its map), so that [`RaftHost::peer_reachable`] knows about every node.
+    watched: RwLock<Vec<(NodeId, PeerNode)>>,
     shut_down: AtomicBool,
 }
 
@@ -217,6 +220,7 @@ impl RaftHost {
             store,
             pool,
             groups: RwLock::new(HashMap::new()),
+            watched: RwLock::new(Vec::new()),
             shut_down: AtomicBool::new(false),
         });
         let hosted = host
@@ -406,6 +410,20 @@ impl RaftHost {
         Ok(g.state.clone())
     }
 
+    /// Peers to heartbeat besides those sharing a group with this node (this node itself is
+    /// ignored): their answers feed [`RaftHost::peer_reachable`].
+    pub fn watch_peers(&self, peers: Vec<(NodeId, PeerNode)>) {
+        let me = self.node_id();
+        let peers: Vec<_> = peers.into_iter().filter(|(id, _)| *id != me).collect();
+        if *self.watched.read() != peers {
+            *self.watched.write() = peers;
+        }
+    }
+
+    pub(crate) fn watched_peers(&self) -> Vec<(NodeId, PeerNode)> {
+        self.watched.read().clone()
+    }
+
     /// Whether `node` answered one of this node's peer RPCs within the election timeout
     /// (heartbeats go to every node sharing a group every `heartbeat_ms`). This node itself,
     /// and peers not dialled yet, count as reachable.
@@ -423,6 +441,10 @@ impl RaftHost {
     fn quorum_contact(&self, g: &Group) -> bool {
         let m = g.raft.metrics();
         let m = m.borrow();
+        self.quorum_contact_of(&m)
+    }
+
+    pub(crate) fn quorum_contact_of(&self, m: &RaftMetrics) -> bool {
         if m.state != ServerState::Leader {
             return true;
         }
@@ -441,7 +463,9 @@ impl RaftHost {
         g: &Group,
         op: F,
     ) -> Result<F::Output, RaftError> {
-        let lost = || RaftError::Unavailable {
+        let lost = || {
+            tracing::debug!(group = g.id, node = self.node_id(), "refusing: leader without a quorum in contact");
+            RaftError::Unavailable {
             group: g.id,
             message: format!(
                 "node {} leads group {} but has not heard from a majority of its replicas for {} ms (cut off from them?)",
@@ -449,6 +473,7 @@ impl RaftHost {
                 g.id,
                 self.config.timing.election_min_ms
             ),
+        }
         };
         if !self.quorum_contact(g) {
             metrics::counter!("engram_raft_quorum_lost_refusals_total").increment(1);

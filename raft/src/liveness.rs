@@ -35,6 +35,9 @@ pub(crate) struct Contact {
     pub committed: u64,
     /// When to start an election if nothing is heard before.
     pub elect_at: Instant,
+    /// When this replica last granted another's pre-vote: it then holds its own election
+    /// back, so two replicas that lost the leader together do not split the vote.
+    pub granted_at: Option<Instant>,
 }
 
 impl Contact {
@@ -44,6 +47,7 @@ impl Contact {
             last: None,
             committed: 0,
             elect_at: now + random_timeout(min_ms, max_ms),
+            granted_at: None,
         }
     }
 
@@ -64,22 +68,41 @@ pub(crate) fn random_timeout(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// How often election timers are checked: fine enough that the randomised election timeout
+/// really spreads candidates out. (Checked only at heartbeat ticks, 250 ms apart and in phase
+/// on nodes started together, candidates of a group collided and split the vote about one
+/// time in four, each split costing another timeout.)
+const ELECTION_TICK: Duration = Duration::from_millis(20);
+
 /// The node's liveness loop (node heartbeats and elections for quiet groups, when `quiet`) and
 /// node-level Raft gauges; stops when the host is dropped or shut down.
 pub(crate) async fn run(host: Weak<RaftHost>, interval: Duration, quiet: bool) {
-    let mut tick = tokio::time::interval(interval);
+    // A random phase, so that nodes started together do not tick together.
+    let phase = rand::rng().random_range(0..interval.as_millis().max(1) as u64);
+    tokio::time::sleep(Duration::from_millis(phase)).await;
+    let fine = ELECTION_TICK.min(interval);
+    let mut tick = tokio::time::interval(fine);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat: Option<Instant> = None;
     loop {
         tick.tick().await;
         let Some(host) = host.upgrade() else { return };
         if host.is_shut_down() {
             return;
         }
-        round(&host, interval, quiet).await;
+        let beat = last_beat.is_none_or(|t| t.elapsed() + fine / 2 >= interval);
+        if beat {
+            last_beat = Some(Instant::now());
+        } else if !quiet {
+            continue;
+        }
+        round(&host, interval, quiet, beat).await;
     }
 }
 
-async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
+/// One pass over the groups: elections due (every tick) and, when `beat`, the node
+/// heartbeats and gauges.
+async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool, beat: bool) {
     let me = host.node_id();
     let (min_ms, max_ms) = host.election_timeout_ms();
     let mut beats: HashMap<NodeId, (PeerNode, Vec<GroupBeat>)> = HashMap::new();
@@ -89,6 +112,24 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
     let mut leaders = 0u64;
     let mut apply_lag = 0u64;
     for g in host.groups() {
+        if !beat {
+            // Between heartbeats: only election timers that are due (a lock and a compare
+            // per group), and only for voters that follow or campaign.
+            if now < g.contact.lock().elect_at {
+                continue;
+            }
+            let due = {
+                let m = g.raft.metrics();
+                let m = m.borrow();
+                matches!(m.state, ServerState::Follower | ServerState::Candidate)
+                    && m.membership_config.membership().voter_ids().any(|v| v == me)
+            };
+            if due {
+                g.contact.lock().elect_at = now + random_timeout(min_ms, max_ms);
+                elect.push(g.clone());
+            }
+            continue;
+        }
         let m = g.raft.metrics();
         let m = m.borrow();
         log_entries += crate::storage::log::log_len(m.purged, m.last_log_index);
@@ -109,19 +150,30 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
             ServerState::Leader => {
                 leaders += 1;
                 let committed = m.last_applied.map(|l| l.index).unwrap_or(0);
+                // A leader that has lost contact with its quorum (CheckQuorum) goes quiet
+                // for the group: it refuses writes anyway, and its followers, no longer
+                // hearing it, elect a leader that can commit (openraft 0.9 cannot make a
+                // leader step down; silence has the same effect). Otherwise a leader whose
+                // view of its followers went stale while they still heard it would refuse
+                // writes with nobody electing: the group stuck until contact recovered.
+                let silent = !host.quorum_contact_of(&m);
+                if silent {
+                    tracing::debug!(group = g.id, node = me, "leading without a quorum in contact: not heartbeating the group");
+                }
                 for (id, node) in m.membership_config.membership().nodes() {
                     if *id == me {
                         continue;
                     }
-                    beats
+                    let e = beats
                         .entry(*id)
-                        .or_insert_with(|| (node.clone(), Vec::new()))
-                        .1
-                        .push(GroupBeat {
+                        .or_insert_with(|| (node.clone(), Vec::new()));
+                    if !silent {
+                        e.1.push(GroupBeat {
                             group_id: g.id,
                             term: m.current_term,
                             commit_index: committed,
                         });
+                    }
                 }
             }
             ServerState::Follower | ServerState::Candidate => {
@@ -153,6 +205,13 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
             ServerState::Learner | ServerState::Shutdown => {}
         }
     }
+    if !beat {
+        if quiet && !elect.is_empty() {
+            let deadline = Duration::from_millis((min_ms / 2).max(100));
+            tokio::spawn(pre_vote_then_elect(host.clone(), elect, deadline));
+        }
+        return;
+    }
     metrics::gauge!("engram_raft_log_entries").set(log_entries as f64);
     metrics::gauge!("engram_raft_apply_lag_entries").set(apply_lag as f64);
     metrics::gauge!("engram_raft_groups").set(host.group_count() as f64);
@@ -160,10 +219,16 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
         return;
     }
     metrics::gauge!("engram_raft_groups_led").set(leaders as f64);
+    for (id, node) in host.watched_peers() {
+        beats.entry(id).or_insert_with(|| (node, Vec::new()));
+    }
     if !elect.is_empty() {
         let deadline = Duration::from_millis((min_ms / 2).max(100));
         tokio::spawn(pre_vote_then_elect(host.clone(), elect, deadline));
     }
+    // Heartbeats overlap when a peer is slow: an answer within half the election timeout
+    // still counts as contact (a busy peer is not a dead one).
+    let beat_deadline = Duration::from_millis((min_ms / 2).max(50)).max(interval);
     for (target, (node, groups)) in beats {
         let host = host.clone();
         tokio::spawn(async move {
@@ -176,7 +241,7 @@ async fn round(host: &Arc<RaftHost>, interval: Duration, quiet: bool) {
                 groups,
             };
             match peer
-                .heartbeat(req, interval.max(Duration::from_millis(50)))
+                .heartbeat(req, beat_deadline)
                 .await
             {
                 Ok(lagging) => {
@@ -280,7 +345,18 @@ async fn pre_vote_then_elect(host: Arc<RaftHost>, groups: Vec<Arc<Group>>, deadl
     // Decide each group as soon as its majority is in: waiting for an unreachable voter's
     // timeout would let another candidate win meanwhile, and this one then depose it.
     let decide = |gid: u64, grants: usize, g: &Arc<Group>| {
-        let heard_since = g.contact.lock().last.is_some_and(|t| t > started);
+        let (heard_since, deferred) = {
+            let c = g.contact.lock();
+            (
+                c.last.is_some_and(|t| t > started),
+                // Another replica asked first and this one said yes: let it win.
+                c.granted_at.is_some_and(|t| t > started),
+            )
+        };
+        if deferred {
+            tracing::debug!(group = gid, node = me, "granted another candidate's pre-vote; not electing");
+            return None;
+        }
         let leading = g.raft.metrics().borrow().state == ServerState::Leader;
         if heard_since || leading {
             return None;
@@ -345,7 +421,17 @@ pub(crate) fn on_pre_vote(host: &RaftHost, groups: &[GroupPreVote]) -> Vec<u64> 
             if leading || b.last_log_index < applied {
                 return None;
             }
-            let lost = g.contact.lock().last.is_none_or(|t| t.elapsed() >= stale);
+            let mut c = g.contact.lock();
+            let lost = c.last.is_none_or(|t| t.elapsed() >= stale);
+            if lost {
+                // Hold our own election back a while: the asker is about to run.
+                let now = Instant::now();
+                c.granted_at = Some(now);
+                let hold = now + random_timeout(min_ms / 2, min_ms);
+                if c.elect_at < hold {
+                    c.elect_at = hold;
+                }
+            }
             lost.then_some(b.group_id)
         })
         .collect()

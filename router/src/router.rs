@@ -311,10 +311,10 @@ impl Router {
                                     && members.contains(l)
                                     && (!self.is_suspect(*l) || attempt as usize >= members.len())
                             };
-                            // Two rounds and the only leader anyone names is one this
-                            // node cannot reach (a bridge partition: it leads a majority on
-                            // the other side): let the client try through another node.
-                            if attempt as usize + 1 >= 2 * members.len()
+                            // A round and the only leader anyone names is one this node
+                            // cannot reach (a partition: it leads a majority on the other
+                            // side): let the client try through another node at once.
+                            if attempt as usize + 1 >= members.len()
                                 && e.leader.is_some_and(|l| self.is_suspect(l))
                             {
                                 return Err(ApiError::new(
