@@ -10,7 +10,7 @@
 //! - [`network`] / [`server`]: the peer gRPC transport (one connection per node pair, batched
 //!   messages, streamed snapshots with deadlines, peer-token guarded).
 //! - [`host`]: [`RaftHost`], the node's multi-Raft runtime (groups, writes, reads,
-//!   membership changes).
+//!   membership changes; `host::quorum`: peer reachability and CheckQuorum).
 //!
 //! - [`local`]: a cluster of hosts in one process on loopback, for tests and benchmarks.
 //!
