@@ -14,10 +14,12 @@ pub struct LocalCluster {
 }
 
 /// A base port whose client, peer and HTTP ports (`base + 1..=nodes`, `+100`, `+200`) are
-/// all free right now.
+/// all free right now. All below Linux's ephemeral range (32768 and up): a port there can be
+/// taken as the source port of some outgoing connection while its node is down, and the
+/// node then cannot bind it again when it restarts (`failover` kills and restarts nodes).
 fn free_base_port(nodes: usize) -> Result<u16, BoxError> {
     for _ in 0..50 {
-        let base = 21_000 + rand::random_range(0..150u16) * 250;
+        let base = 21_000 + rand::random_range(0..46u16) * 250;
         let all_free = (1..=nodes as u16).all(|i| {
             [base + i, base + 100 + i, base + 200 + i]
                 .iter()

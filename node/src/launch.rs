@@ -324,7 +324,7 @@ impl ProcessCluster {
                 return Err(LaunchError::NotReady {
                     node: i + 1,
                     waited: start.elapsed(),
-                    last: "the process exited".into(),
+                    last: format!("the process exited; its log ends:\n{}", log_tail(&self.log_path(i), 15)),
                     log: self.log_path(i).display().to_string(),
                 });
             }
@@ -394,4 +394,15 @@ pub fn sibling_binary(name: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The last `lines` lines of a node's log (what a node that exited said last), or why not.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
 }
