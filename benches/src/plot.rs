@@ -32,6 +32,37 @@ fn log_range(lo: f64, hi: f64) -> (f64, f64) {
     (lo / 1.3, hi * 1.3)
 }
 
+/// The legend box every figure draws, at `pos`.
+fn legend<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), BoxError> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// One labelled line of series `i`'s colour, with a dot of `radius` on each point.
+fn line_with_dots<'a, 'b: 'a, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    name: &str,
+    points: &[(f64, f64)],
+    i: usize,
+    radius: i32,
+) -> Result<(), BoxError> {
+    let col = colour(i);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), col.stroke_width(2)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, radius, col.filled())))?;
+    Ok(())
+}
+
 /// Recall@k (x) against single-thread QPS (y, log scale), one line per engine.
 pub fn recall_qps(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<String, BoxError> {
     let mut out = String::new();
@@ -64,19 +95,9 @@ pub fn recall_qps(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<S
         for (i, (name, c)) in curves.iter().enumerate() {
             let mut c = c.clone();
             c.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let col = colour(i);
-            chart
-                .draw_series(LineSeries::new(c.iter().copied(), col.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-            chart.draw_series(c.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
+            line_with_dots(&mut chart, name, &c, i, 3)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         root.present()?;
     }
     Ok(out)
@@ -131,12 +152,7 @@ pub fn latency_bars(title: &str, rows: &[(String, [f64; 3])]) -> Result<String, 
                 .label(*label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present()?;
     }
     Ok(out)
@@ -180,19 +196,9 @@ pub fn scaling_curve(r: &ScaleReport) -> Result<String, BoxError> {
                 .y_label_formatter(&|y| format!("{y:.0}"))
                 .draw()?;
             for (i, (name, s)) in series.iter().enumerate() {
-                let col = colour(i);
-                chart
-                    .draw_series(LineSeries::new(s.iter().copied(), col.stroke_width(2)))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-                chart.draw_series(s.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
+                line_with_dots(&mut chart, name, s, i, 4)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
             Ok(())
         };
         panel(
@@ -302,12 +308,7 @@ pub fn failover_timeline(samples: &[Sample], r: &FailoverReport) -> Result<Strin
             )?
             .label("failed (after the SDK's retries)")
             .legend(move |(x, y)| Cross::new((x + 6, y), 3, band.stroke_width(1)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }
     Ok(out)
