@@ -379,6 +379,37 @@ pub fn availability(history: &[Op], faults: &mut [FaultRecord]) {
     }
 }
 
+/// A fault shorter than this may legitimately end before a new leader is elected and
+/// serving (election timeout, CheckQuorum and the clients' retries take a few seconds).
+pub const STALL_MIN_HOLD_S: f64 = 6.0;
+
+/// **Writes come back during a fault that leaves a majority**: when a fault took out one node
+/// or one zone (every shard keeping a connected majority of its voters) for at least
+/// [`STALL_MIN_HOLD_S`], no write stream may have waited through the whole fault. One that
+/// did means the connected majority failed to elect or serve until the heal (a liveness
+/// bug: duelling candidates, a leader nobody replaces). Run after [`availability`]; returns
+/// the stalled faults, described.
+pub fn stalled(faults: &[FaultRecord]) -> Vec<String> {
+    faults
+        .iter()
+        .filter(|f| {
+            let held = f.heal_s - f.start_s;
+            f.majority_kept && held >= STALL_MIN_HOLD_S && f.unavailable_s >= held
+        })
+        .map(|f| {
+            format!(
+                "{} {} at {:.1}s held {:.1}s: writes unavailable {:.2}s, until {:.2}s after the heal",
+                f.kind,
+                f.target,
+                f.start_s,
+                f.heal_s - f.start_s,
+                f.unavailable_s,
+                f.recover_s
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,10 +603,57 @@ mod tests {
             heal_s: 12.0,
             unavailable_s: 0.0,
             recover_s: 0.0,
+            majority_kept: true,
         }];
         availability(&h, &mut faults);
         assert!((faults[0].unavailable_s - 3.5).abs() < 1e-9, "{faults:?}");
         assert!((faults[0].recover_s - 2.5).abs() < 1e-9, "{faults:?}");
         assert!((max_global_gap(&h) - 5.4).abs() < 1e-9);
+        // Held 2 s only: too short to call a stall.
+        assert!(stalled(&faults).is_empty());
+    }
+
+    fn zone_fault(start_s: f64, heal_s: f64, majority_kept: bool) -> FaultRecord {
+        FaultRecord {
+            kind: "zone".into(),
+            target: "isolate z2".into(),
+            start_s,
+            heal_s,
+            unavailable_s: 0.0,
+            recover_s: 0.0,
+            majority_kept,
+        }
+    }
+
+    /// A stream stuck from the fault's start until after the heal (the majority never
+    /// elected) is a stall; one served again mid-fault is not; nor is any fault that left a
+    /// group without a majority.
+    #[test]
+    fn stalled_flags_writes_stuck_through_a_majority_keeping_fault() {
+        let a = key("a");
+        let b = Key::new("t1", "u2", "b");
+        let stuck = vec![
+            write(&a, 1, 9.0),
+            // In flight when the fault began, acknowledged only 0.9 s after the heal.
+            op(0, Call::Write { key: a.clone(), value: 2 }, 9.9, 18.6),
+            // Another stream, served throughout.
+            op(1, Call::Write { key: b.clone(), value: 1 }, 11.0, 11.2),
+        ];
+        let mut faults = vec![zone_fault(10.0, 17.7, true), zone_fault(10.0, 17.7, false)];
+        availability(&stuck, &mut faults);
+        assert!((faults[0].unavailable_s - 8.6).abs() < 1e-9, "{faults:?}");
+        let found = stalled(&faults);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("zone isolate z2 at 10.0s"), "{found:?}");
+
+        let recovered = vec![
+            write(&a, 1, 9.0),
+            // Back 2.5 s into the fault.
+            op(0, Call::Write { key: a.clone(), value: 2 }, 9.9, 12.5),
+            op(0, Call::Write { key: a.clone(), value: 3 }, 12.6, 12.7),
+        ];
+        let mut faults = vec![zone_fault(10.0, 17.7, true)];
+        availability(&recovered, &mut faults);
+        assert!(stalled(&faults).is_empty(), "{faults:?}");
     }
 }

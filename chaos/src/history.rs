@@ -116,4 +116,8 @@ pub struct FaultRecord {
     pub unavailable_s: f64,
     #[serde(default)]
     pub recover_s: f64,
+    /// Every shard kept a connected majority while the fault was on (one node or one zone
+    /// out): writes are expected back before the heal.
+    #[serde(default)]
+    pub majority_kept: bool,
 }

@@ -41,6 +41,17 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Whether every shard keeps a connected majority of its voters while this fault is on:
+    /// the fault takes out one node or one zone, and a group's three voters sit in three
+    /// zones. Writes must then come back *during* the fault (see `checker::stalled`).
+    pub fn keeps_majorities(self) -> bool {
+        use FaultKind::*;
+        matches!(
+            self,
+            Kill | KillLeader | KillMeta | Pause | IsolateNode | IsolateLeader | Zone
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill",

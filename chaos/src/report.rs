@@ -35,6 +35,9 @@ pub struct Report {
     pub errors: BTreeMap<String, usize>,
     /// Problems of the run itself (a node that did not come back, setup failures).
     pub incidents: Vec<String>,
+    /// Faults that left every shard a majority, yet some writes waited through the whole
+    /// fault (`checker::stalled`).
+    pub stalled: Vec<String>,
     pub findings: Findings,
     pub ok: bool,
 }
@@ -72,7 +75,8 @@ impl Report {
         }
         let max_unavailable_s = faults.iter().map(|f| f.unavailable_s).fold(0.0, f64::max);
         let max_recover_s = faults.iter().map(|f| f.recover_s).fold(0.0, f64::max);
-        let ok = findings.clean() && incidents.is_empty();
+        let stalled = crate::checker::stalled(&faults);
+        let ok = findings.clean() && incidents.is_empty() && stalled.is_empty();
         Report {
             seed,
             duration_s,
@@ -94,6 +98,7 @@ impl Report {
             outcomes,
             errors,
             incidents,
+            stalled,
             findings,
             ok,
         }
@@ -136,8 +141,17 @@ impl Report {
             "  availability: max write unavailability {:.2} s, max recovery after heal {:.2} s, longest gap with no write {:.2} s",
             self.max_unavailable_s, self.max_recover_s, f.max_global_gap_s
         );
+        let _ = writeln!(
+            s,
+            "  writes back mid-fault . {} ({} faults kept a majority yet stalled writes to the heal)",
+            check(self.stalled.is_empty()),
+            self.stalled.len()
+        );
         for i in &self.incidents {
             let _ = writeln!(s, "  INCIDENT: {i}");
+        }
+        for st in &self.stalled {
+            let _ = writeln!(s, "  stalled: {st}");
         }
         for (name, list) in [
             ("lost", &f.lost_writes),

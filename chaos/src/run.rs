@@ -172,6 +172,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
             heal_s: heal,
             unavailable_s: 0.0,
             recover_s: 0.0,
+            majority_kept: kind.keeps_majorities(),
         });
         if let Err(e) = wait_recovered(&mut cluster, Duration::from_secs(60)).await {
             incidents.push(format!(

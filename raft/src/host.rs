@@ -22,7 +22,7 @@ use crate::network::{GroupNetworkFactory, PeerPool, TransportConfig};
 use crate::storage::log::{GroupShared, LogStore};
 use crate::storage::sm::{ShardState, ShardStateMachine, DEFAULT_IDEMPOTENCY_WINDOW_MS};
 use crate::storage::{Durability, NodeStore, StoreError};
-use crate::types::{GroupId, NodeId, PeerNode, Raft, RaftMetrics};
+use crate::types::{GroupId, LogId, NodeId, PeerNode, Raft, RaftMetrics};
 
 mod quorum;
 
@@ -96,6 +96,8 @@ pub struct Group {
     /// When the leader was last heard from, and when to elect if it stays silent.
     pub(crate) contact: Mutex<Contact>,
     election: (u64, u64),
+    /// The group's log (a handle on the node's RocksDB), for pre-votes' log comparison.
+    log: LogStore,
     /// Leader last seen by the metrics loop (0: none), to count leader changes.
     pub(crate) last_leader: AtomicU64,
 }
@@ -105,6 +107,11 @@ impl Group {
         self.contact
             .lock()
             .heard(committed, self.election.0, self.election.1);
+    }
+
+    /// The id of the replica's last log entry (`None`: empty log).
+    pub(crate) fn last_log_id(&self) -> Result<Option<LogId>, crate::types::StorageError> {
+        self.log.last_log_id()
     }
 
     /// The replica's applied state (records and indexes).
@@ -324,7 +331,7 @@ impl RaftHost {
             self.config.node_id,
             self.raft_config.clone(),
             network,
-            log,
+            log.clone(),
             sm,
         )
         .await
@@ -342,6 +349,7 @@ impl RaftHost {
                 self.config.timing.election_min_ms,
                 self.config.timing.election_max_ms,
             ),
+            log,
             last_leader: AtomicU64::new(0),
         });
         self.groups.write().insert(gid, group.clone());

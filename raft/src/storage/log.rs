@@ -92,6 +92,18 @@ impl LogStore {
         }
     }
 
+    /// The id (term, index) of the last entry in the log, purged or not: what a vote's
+    /// "is the candidate's log at least as up to date" test compares against.
+    pub(crate) fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last_purged = self.last_purged();
+        let last = self.last_physical()?.map(|e| *e.get_log_id());
+        Ok(match (last, last_purged) {
+            (Some(l), Some(p)) if l.index > p.index => Some(l),
+            (Some(_), Some(p)) => Some(p),
+            (l, p) => l.or(p),
+        })
+    }
+
     fn last_physical(&self) -> Result<Option<Entry>, StorageError> {
         let cf = self.store.cf(CF_LOG)?;
         let mut ro = ReadOptions::default();
@@ -164,16 +176,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged = self.last_purged();
-        let last = self.last_physical()?.map(|e| *e.get_log_id());
-        let last_log_id = match (last, last_purged) {
-            (Some(l), Some(p)) if l.index > p.index => Some(l),
-            (Some(_), Some(p)) => Some(p),
-            (l, p) => l.or(p),
-        };
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id,
+            last_purged_log_id: self.last_purged(),
+            last_log_id: self.last_log_id()?,
         })
     }
 
